@@ -46,7 +46,7 @@ inline void valid_range(int out, int size, int pad, int stride, int koff, int& l
 
 /// data (C x H x W) -> col (C*KH*KW x OH*OW)
 template <class T>
-void im2col(CpuContext&, const ConvGeometry& g, const T* data, T* col) {
+void im2col(DeviceContext<CPU>&, const ConvGeometry& g, const T* data, T* col) {
   const int oh = g.out_h(), ow = g.out_w();
   const std::size_t plane = static_cast<std::size_t>(oh) * static_cast<std::size_t>(ow);
 #pragma omp parallel for if (g.col_rows() * plane > (1u << 16))
@@ -84,7 +84,7 @@ void im2col(CpuContext&, const ConvGeometry& g, const T* data, T* col) {
 
 /// col (C*KH*KW x OH*OW) -> data (C x H x W), accumulating overlaps; data is overwritten.
 template <class T>
-void col2im(CpuContext&, const ConvGeometry& g, const T* col, T* data) {
+void col2im(DeviceContext<CPU>&, const ConvGeometry& g, const T* col, T* data) {
   const int oh = g.out_h(), ow = g.out_w();
   const std::size_t plane = static_cast<std::size_t>(oh) * static_cast<std::size_t>(ow);
   const std::size_t img_size = static_cast<std::size_t>(g.height) * static_cast<std::size_t>(g.width);
