@@ -234,9 +234,16 @@ class Message {
           neg = s.front() == '-';
           s.remove_prefix(1);
         }
-        if (s == "inf" || s == "infinity" || s == "Infinity")
+        // protobuf's text format takes these words in any case ("Inf", "NAN").
+        auto word = [&s](std::string_view w) {
+          if (s.size() != w.size()) return false;
+          for (std::size_t i = 0; i < s.size(); ++i)
+            if ((s[i] | 0x20) != w[i]) return false;
+          return true;
+        };
+        if (word("inf") || word("infinity"))
           return neg ? -std::numeric_limits<V>::infinity() : std::numeric_limits<V>::infinity();
-        if (s == "nan" || s == "NaN") return std::numeric_limits<V>::quiet_NaN();
+        if (word("nan")) return std::numeric_limits<V>::quiet_NaN();
         if (!s.empty() && (s.back() == 'f' || s.back() == 'F')) s.remove_suffix(1);  // 1.0f
         double v = 0;
         auto r = std::from_chars(s.data(), s.data() + s.size(), v);

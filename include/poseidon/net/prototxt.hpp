@@ -131,7 +131,8 @@ inline bool proto_is_number_text(std::string_view t) {
 
 inline std::string proto_describe_char(char c) {
   const auto u = static_cast<unsigned char>(c);
-  if (u > 0x20 && u < 0x7f) return std::string("'") + c + "'";
+  if (c == '\n') return "end of line";
+  if (u >= 0x20 && u < 0x7f) return std::string("'") + c + "'";
   static constexpr char hex[] = "0123456789ABCDEF";
   return std::string("byte 0x") + hex[u >> 4] + hex[u & 15];
 }
