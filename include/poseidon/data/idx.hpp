@@ -124,6 +124,12 @@ class IdxDataset {
     return {1, 1, images_.dims[1]};
   }
 
+  /// The raw bytes and label of the k-th sample of this shard (in the current order).
+  [[nodiscard]] const std::uint8_t* image(std::size_t k) const {
+    return images_.bytes.data() + order_[k % order_.size()] * images_.item_size();
+  }
+  [[nodiscard]] int label(std::size_t k) const { return labels_.bytes[order_[k % order_.size()]]; }
+
   /// Fills data (N, C, H, W) and labels (N) with samples [first, first + n) of this shard,
   /// wrapping around at the end (Caffe's data layers cycle the same way).
   template <class T>
