@@ -4,6 +4,8 @@
 #include <poseidon/core/tensor.hpp>
 #include <poseidon/math/blas.hpp>
 
+#include <algorithm>
+#include <cmath>
 #include <vector>
 
 using namespace poseidon;
@@ -23,10 +25,18 @@ Tensor<CUDA, T> on_gpu(const std::vector<T>& v) {
   t.copy_data_from_host(v);
   return t;
 }
+// One assertion per comparison, naming the first mismatch; eps 0 means bit-exact.
 template <class T>
 void check_close(const std::vector<T>& a, const std::vector<T>& b, double eps) {
   REQUIRE(a.size() == b.size());
-  for (std::size_t i = 0; i < a.size(); ++i) CHECK(double(a[i]) == doctest::Approx(double(b[i])).epsilon(eps));
+  std::size_t bad = 0, first = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    const double x = a[i], y = b[i];
+    const bool ok = eps == 0 ? x == y : std::abs(x - y) <= eps * std::max({1.0, std::abs(x), std::abs(y)});
+    if (!ok && bad++ == 0) first = i;
+  }
+  INFO("first mismatch at ", first, ": ", double(a[first]), " vs ", double(b[first]), " (", bad, " in all)");
+  CHECK(bad == 0);
 }
 }  // namespace
 
