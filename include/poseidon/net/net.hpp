@@ -374,14 +374,19 @@ class Net {
       layer_need_backward_.push_back(layer_need);
     }
 
-    // Backward only where a loss depends on the result (Caffe's blobs_under_loss pass), unless
+    // Backward only where a loss depends on the result (Caffe's blobs_under_loss pass) and where
+    // some reader wants the gradient (blobs_skip_backp: e.g. propagate_down: false), unless
     // force_backward asks for gradients everywhere they can flow.
-    std::set<const tensor_type*> under_loss;
+    std::set<const tensor_type*> under_loss, skip_backp;
     for (int i = num_layers() - 1; i >= 0; --i) {
       auto& L = *layers_[idx(i)];
       bool contributes = false;
-      for (std::size_t j = 0; j < top_vecs_[idx(i)].size(); ++j)
-        contributes = contributes || L.loss_weight(j) != T(0) || under_loss.count(top_vecs_[idx(i)][j]);
+      bool skip = true;
+      for (std::size_t j = 0; j < top_vecs_[idx(i)].size(); ++j) {
+        const tensor_type* t = top_vecs_[idx(i)][j];
+        contributes = contributes || L.loss_weight(j) != T(0) || under_loss.count(t);
+        skip = skip && skip_backp.count(t);
+      }
       if (force_backward_) {
         bool any = false;
         for (std::size_t j = 0; j < bottom_vecs_[idx(i)].size(); ++j) {
@@ -389,12 +394,15 @@ class Net {
           any = any || bottom_need_backward_[idx(i)][j];
         }
         layer_need_backward_[idx(i)] = layer_need_backward_[idx(i)] || any;
-      } else if (!contributes) {
+      } else if (!contributes || skip) {
         layer_need_backward_[idx(i)] = false;
       }
-      if (!layer_need_backward_[idx(i)]) std::fill(bottom_need_backward_[idx(i)].begin(), bottom_need_backward_[idx(i)].end(), false);
-      if (contributes || force_backward_)
-        for (auto* b : bottom_vecs_[idx(i)]) under_loss.insert(b);
+      auto& need = bottom_need_backward_[idx(i)];
+      if (!layer_need_backward_[idx(i)]) std::fill(need.begin(), need.end(), false);
+      for (std::size_t j = 0; j < bottom_vecs_[idx(i)].size(); ++j) {
+        if (contributes || force_backward_) under_loss.insert(bottom_vecs_[idx(i)][j]);
+        if (!need[j]) skip_backp.insert(bottom_vecs_[idx(i)][j]);
+      }
     }
 
     // Where each parameter's gradient becomes complete: the lowest layer using it that runs backward.
