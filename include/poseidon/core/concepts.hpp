@@ -7,6 +7,7 @@
 #include <chrono>
 #include <concepts>
 #include <cstddef>
+#include <cstdint>
 #include <span>
 #include <string_view>
 #include <type_traits>
@@ -23,6 +24,25 @@ concept device = std::is_empty_v<D> && requires {
 };
 
 // --- transport (owned by comm/) ------------------------------------------------
+// requires: rank() in [0, size()); isend(peer, tag, bytes) / irecv(peer, tag, bytes) start a
+//   tagged transfer and return a movable Request (the bytes must stay alive until it completes);
+//   test(req) never blocks; wait(req) and wait(req, timeout) block until done and return the
+//   byte count, and throw poseidon::Error naming this rank, the peer and the tag (or the
+//   collective) on failure, on a dead peer, or when the deadline passes.
+// ensures: messages from one sender to one receiver with one tag are matched in send order;
+//   a receive into a buffer smaller than the message fails rather than truncating silently.
+template <class T>
+concept transport = std::movable<typename T::Request> &&
+    requires(T& t, const T& ct, typename T::Request& req, int peer, std::uint64_t tag,
+             std::span<const std::byte> out, std::span<std::byte> in, std::chrono::milliseconds timeout) {
+  { ct.rank() } -> std::convertible_to<int>;
+  { ct.size() } -> std::convertible_to<int>;
+  { t.isend(peer, tag, out) } -> std::same_as<typename T::Request>;
+  { t.irecv(peer, tag, in) } -> std::same_as<typename T::Request>;
+  { t.test(req) } -> std::same_as<bool>;
+  { t.wait(req) } -> std::same_as<std::size_t>;
+  { t.wait(req, timeout) } -> std::same_as<std::size_t>;
+};
 // --- end transport -------------------------------------------------------------
 
 POSEIDON_NAMESPACE_END

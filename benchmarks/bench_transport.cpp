@@ -1,0 +1,288 @@
+// Transport throughput and latency, 8 B to 64 MiB between two processes, side by side with a
+// plain TCP socket pair moving the same bytes; prints the FabricTransport/socket ratio per size.
+//
+// Local run (default): forks the peer process on 127.0.0.1. Across hosts or namespaces
+// (benchmarks/netns/run.sh): start the peer with POSEIDON_BENCH_ROLE=peer POSEIDON_RANK=1 and
+// this side with POSEIDON_BENCH_ROLE=host POSEIDON_RANK=0, both with POSEIDON_WORLD_SIZE=2 and
+// POSEIDON_MASTER=host:port (the socket pair uses port+1).
+#include <benchmark/benchmark.h>
+#include <poseidon/comm/detail/socket.hpp>
+#include <poseidon/comm/fabric_transport.hpp>
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace pd = poseidon;
+using namespace std::chrono_literals;
+
+namespace {
+
+struct Command {
+  std::uint64_t op = 0;  // 0 quit, 1 throughput, 2 ping-pong
+  std::uint64_t size = 0;
+  std::uint64_t count = 0;
+  std::uint64_t checksum = 1;
+};
+
+constexpr pd::Tag cmd_tag = 1, data_tag = 2, ack_tag = 3;
+constexpr int window = 4;  // sends in flight per direction
+
+std::uint64_t count_for(std::int64_t size) {
+  return static_cast<std::uint64_t>(std::clamp<std::int64_t>((256 << 20) / size, 1, 2000));
+}
+
+// --- the peer -----------------------------------------------------------------------
+
+void fabric_peer(pd::FabricTransport& t) {
+  std::vector<std::vector<std::byte>> bufs;
+  for (;;) {
+    Command c;
+    auto q = t.irecv(0, cmd_tag, std::as_writable_bytes(std::span(&c, 1)));
+    t.wait(q, 3600s);
+    if (c.op == 0) return;
+    t.set_checksum_payload(c.checksum != 0);
+    bufs.resize(window);
+    for (auto& b : bufs) b.resize(c.size);
+    if (c.op == 1) {
+      std::vector<pd::FabricTransport::Request> reqs(window);
+      for (std::uint64_t i = 0; i < c.count; ++i) {
+        auto& r = reqs[i % window];
+        if (r.valid()) t.wait(r);
+        r = t.irecv(0, data_tag, bufs[i % window]);
+      }
+      for (auto& r : reqs)
+        if (r.valid()) t.wait(r);
+      std::uint64_t ack = c.count;
+      auto s = t.isend(0, ack_tag, std::as_bytes(std::span(&ack, 1)));
+      t.wait(s);
+    } else {
+      for (std::uint64_t i = 0; i < c.count; ++i) {
+        auto r = t.irecv(0, data_tag, bufs[0]);
+        t.wait(r);
+        auto s = t.isend(0, data_tag, bufs[0]);
+        t.wait(s);
+      }
+    }
+  }
+}
+
+bool read_all(int fd, void* p, std::size_t n) {
+  return pd::detail::read_exact(fd, std::span(static_cast<std::byte*>(p), n), pd::detail::Clock::now() + 3600s) ==
+         pd::detail::IoStatus::ok;
+}
+bool write_all(int fd, const void* p, std::size_t n) {
+  return pd::detail::write_all(fd, std::span(static_cast<const std::byte*>(p), n),
+                               pd::detail::Clock::now() + 3600s) == pd::detail::IoStatus::ok;
+}
+
+void socket_peer(int fd) {
+  std::vector<std::byte> buf;
+  for (;;) {
+    Command c;
+    if (!read_all(fd, &c, sizeof c) || c.op == 0) return;
+    buf.resize(c.size);
+    if (c.op == 1) {
+      for (std::uint64_t i = 0; i < c.count; ++i) read_all(fd, buf.data(), c.size);
+      write_all(fd, &c.count, 8);
+    } else {
+      for (std::uint64_t i = 0; i < c.count; ++i) {
+        read_all(fd, buf.data(), c.size);
+        write_all(fd, buf.data(), c.size);
+      }
+    }
+  }
+}
+
+int peer_main(const pd::Cluster& cluster) {
+  try {
+    std::thread sock([&] {
+      auto fd = pd::detail::connect_until(cluster.master_host, static_cast<std::uint16_t>(cluster.master_port + 1),
+                                          pd::detail::Clock::now() + 120s, "bench peer");
+      socket_peer(fd.get());
+    });
+    pd::FabricTransport t(cluster);
+    fabric_peer(t);
+    sock.join();
+    return 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench peer: %s\n", e.what());
+    return 1;
+  }
+}
+
+// --- the measuring side ---------------------------------------------------------------------
+
+std::unique_ptr<pd::FabricTransport> g_fabric;
+pd::detail::Fd g_socket;
+
+void BM_fabric_throughput(benchmark::State& st, bool checksum) {
+  const auto size = static_cast<std::uint64_t>(st.range(0));
+  const auto count = count_for(st.range(0));
+  std::vector<std::byte> buf(size, std::byte{1});
+  auto& t = *g_fabric;
+  t.set_checksum_payload(checksum);
+  for (auto _ : st) {
+    Command c{1, size, count, checksum};
+    auto q = t.isend(1, cmd_tag, std::as_bytes(std::span(&c, 1)));
+    std::vector<pd::FabricTransport::Request> reqs(window);
+    for (std::uint64_t i = 0; i < count; ++i) {
+      auto& r = reqs[i % window];
+      if (r.valid()) t.wait(r);
+      r = t.isend(1, data_tag, buf);
+    }
+    for (auto& r : reqs)
+      if (r.valid()) t.wait(r);
+    std::uint64_t ack = 0;
+    auto a = t.irecv(1, ack_tag, std::as_writable_bytes(std::span(&ack, 1)));
+    t.wait(a);
+    t.wait(q);
+  }
+  st.SetBytesProcessed(static_cast<std::int64_t>(st.iterations() * size * count));
+}
+
+void BM_socket_throughput(benchmark::State& st) {
+  const auto size = static_cast<std::uint64_t>(st.range(0));
+  const auto count = count_for(st.range(0));
+  std::vector<std::byte> buf(size, std::byte{1});
+  for (auto _ : st) {
+    Command c{1, size, count, 0};
+    write_all(g_socket.get(), &c, sizeof c);
+    for (std::uint64_t i = 0; i < count; ++i) write_all(g_socket.get(), buf.data(), size);
+    std::uint64_t ack = 0;
+    read_all(g_socket.get(), &ack, 8);
+  }
+  st.SetBytesProcessed(static_cast<std::int64_t>(st.iterations() * size * count));
+}
+
+void BM_fabric_latency(benchmark::State& st) {
+  const auto size = static_cast<std::uint64_t>(st.range(0));
+  std::vector<std::byte> buf(size, std::byte{1}), back(size);
+  auto& t = *g_fabric;
+  t.set_checksum_payload(true);
+  constexpr std::uint64_t rounds = 50;
+  for (auto _ : st) {
+    Command c{2, size, rounds, 1};
+    auto q = t.isend(1, cmd_tag, std::as_bytes(std::span(&c, 1)));
+    for (std::uint64_t i = 0; i < rounds; ++i) {
+      auto r = t.irecv(1, data_tag, back);
+      auto s = t.isend(1, data_tag, buf);
+      t.wait(s);
+      t.wait(r);
+    }
+    t.wait(q);
+  }
+  // kIsRate | kInvert reports seconds / value: dividing by 1e6 here makes it microseconds.
+  st.counters["us_per_round_trip"] = benchmark::Counter(static_cast<double>(st.iterations() * rounds) / 1e6,
+                                                    benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+}
+
+void BM_socket_latency(benchmark::State& st) {
+  const auto size = static_cast<std::uint64_t>(st.range(0));
+  std::vector<std::byte> buf(size, std::byte{1}), back(size);
+  constexpr std::uint64_t rounds = 50;
+  for (auto _ : st) {
+    Command c{2, size, rounds, 0};
+    write_all(g_socket.get(), &c, sizeof c);
+    for (std::uint64_t i = 0; i < rounds; ++i) {
+      write_all(g_socket.get(), buf.data(), size);
+      read_all(g_socket.get(), back.data(), size);
+    }
+  }
+  // kIsRate | kInvert reports seconds / value: dividing by 1e6 here makes it microseconds.
+  st.counters["us_per_round_trip"] = benchmark::Counter(static_cast<double>(st.iterations() * rounds) / 1e6,
+                                                    benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+}
+
+void sizes(benchmark::internal::Benchmark* b) {
+  for (std::int64_t s : {8, 64, 512, 4096, 32768, 262144, 1 << 20, 4 << 20, 16 << 20, 64 << 20}) b->Arg(s);
+  b->UseRealTime()->MinTime(0.3);
+}
+void latency_sizes(benchmark::internal::Benchmark* b) {
+  for (std::int64_t s : {8, 512, 4096, 65536, 1 << 20}) b->Arg(s);
+  b->UseRealTime()->MinTime(0.3);
+}
+
+// Remembers every throughput and prints FabricTransport / socket per size at the end.
+class RatioReporter : public benchmark::ConsoleReporter {
+ public:
+  void ReportRuns(const std::vector<Run>& runs) override {
+    for (const auto& r : runs) {
+      auto it = r.counters.find("bytes_per_second");
+      if (it == r.counters.end() || r.run_type != Run::RT_Iteration) continue;
+      bps_[r.run_name.function_name][std::stoll(r.run_name.args)] = it->second.value;
+    }
+    ConsoleReporter::ReportRuns(runs);
+  }
+  void Finalize() override {
+    ConsoleReporter::Finalize();
+    const auto& sock = bps_["BM_socket_throughput"];
+    std::printf("\n%12s %14s %14s %14s %9s %9s\n", "bytes", "socket GB/s", "fabric GB/s", "fabric-nocrc", "ratio",
+                "ratio-nocrc");
+    for (const auto& [size, s] : sock) {
+      const double f = bps_["BM_fabric_throughput/crc"][size];
+      const double g = bps_["BM_fabric_throughput/nocrc"][size];
+      std::printf("%12lld %14.3f %14.3f %14.3f %8.1f%% %8.1f%%\n", size, s / 1e9, f / 1e9, g / 1e9, 100 * f / s,
+                  100 * g / s);
+    }
+  }
+
+ private:
+  std::map<std::string, std::map<long long, double>> bps_;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const char* role_env = std::getenv("POSEIDON_BENCH_ROLE");
+  const std::string role = role_env ? role_env : "local";
+  pd::Cluster cluster;
+  pid_t child = -1;
+  if (role == "peer") return peer_main(pd::Cluster::from_env());
+  if (role == "host") {
+    cluster = pd::Cluster::from_env();
+  } else {
+    cluster.world_size = 2;
+    cluster.master_host = "127.0.0.1";
+    cluster.master_port = pd::detail::pick_free_port();
+    // Fork before any thread exists in this process.
+    child = ::fork();
+    if (child == 0) {
+      auto c = cluster;
+      c.rank = 1;
+      ::_exit(peer_main(c));
+    }
+  }
+  auto [listener, port] = pd::detail::listen_tcp(cluster.master_host, static_cast<std::uint16_t>(cluster.master_port + 1));
+  (void)port;
+  g_fabric = std::make_unique<pd::FabricTransport>(cluster);
+  g_socket = pd::detail::accept_until(listener.get(), pd::detail::Clock::now() + 120s);
+  if (!g_socket) {
+    std::fprintf(stderr, "bench: the peer never connected its socket\n");
+    return 1;
+  }
+  benchmark::RegisterBenchmark("BM_socket_throughput", BM_socket_throughput)->Apply(sizes);
+  benchmark::RegisterBenchmark("BM_fabric_throughput/crc", BM_fabric_throughput, true)->Apply(sizes);
+  benchmark::RegisterBenchmark("BM_fabric_throughput/nocrc", BM_fabric_throughput, false)->Apply(sizes);
+  benchmark::RegisterBenchmark("BM_socket_latency", BM_socket_latency)->Apply(latency_sizes);
+  benchmark::RegisterBenchmark("BM_fabric_latency", BM_fabric_latency)->Apply(latency_sizes);
+  benchmark::Initialize(&argc, argv);
+  RatioReporter reporter;
+  benchmark::RunSpecifiedBenchmarks(&reporter);
+  benchmark::Shutdown();
+
+  Command quit{};
+  write_all(g_socket.get(), &quit, sizeof quit);
+  auto q = g_fabric->isend(1, cmd_tag, std::as_bytes(std::span(&quit, 1)));
+  g_fabric->wait(q);
+  g_fabric.reset();
+  if (child > 0) ::waitpid(child, nullptr, 0);
+  return 0;
+}

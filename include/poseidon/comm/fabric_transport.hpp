@@ -1,0 +1,574 @@
+// FabricTransport: the transport concept over libfabric RDM endpoints with tagged messages
+// (provider chosen at run time: tcp, verbs, shm, sockets), bootstrapped by the Rendezvous.
+#pragma once
+// One progress thread owns the endpoint and its completion queue: the tcp provider moves no
+// data unless someone drives progress, busy polling collapses on loaded cores (so it blocks in
+// fi_cq_sread), and two threads reading one queue steal each other's completions.
+
+#include <poseidon/comm/cluster.hpp>
+#include <poseidon/comm/detail/log.hpp>
+#include <poseidon/comm/detail/netif.hpp>
+#include <poseidon/comm/frame.hpp>
+#include <poseidon/comm/rendezvous.hpp>
+#include <poseidon/comm/transport.hpp>
+#include <poseidon/core/concepts.hpp>
+#include <poseidon/core/config.hpp>
+#include <poseidon/core/error.hpp>
+
+#include <rdma/fabric.h>
+#include <rdma/fi_cm.h>
+#include <rdma/fi_domain.h>
+#include <rdma/fi_endpoint.h>
+#include <rdma/fi_errno.h>
+#include <rdma/fi_tagged.h>
+
+#include <sys/uio.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+POSEIDON_NAMESPACE_BEGIN
+
+struct FabricOptions {
+  /// The largest single fabric message; bigger transfers go as several, reassembled in place.
+  /// Every rank must use the same value.
+  std::size_t chunk_bytes = std::size_t{1} << 30;
+  /// CRC-32C over every payload (the header is always checked). Off trusts the provider's own
+  /// integrity (TCP checksums, the InfiniBand ICRC) for payloads and saves a pass over the data.
+  bool checksum_payload = true;
+};
+
+namespace detail {
+
+struct FabricOp;
+
+// One fabric message of an operation (the first carries the frame header).
+struct FabricPosting {
+  fi_context2 ctx{};  // first, so the completion's op_context leads back here
+  FabricOp* op = nullptr;
+  std::size_t offset = 0;  // into the user buffer
+  std::size_t length = 0;  // payload bytes (without the header)
+  bool first = false;
+};
+
+struct FabricOp {
+  bool is_send = false;
+  int peer = 0;
+  Tag tag = 0;
+  std::byte* data = nullptr;
+  std::size_t capacity = 0;  // send: message size; receive: buffer size
+  std::array<std::byte, FrameHeader::size> header{};
+  std::deque<FabricPosting> postings;  // deque: growing it never moves a posted context
+  std::size_t posted = 0;       // postings the provider accepted (progress thread only)
+  std::size_t outstanding = 0;  // of those, not yet completed (progress thread only)
+  FrameHeader received;  // receive: the validated header
+  std::size_t bytes = 0;
+  enum State { pending, done, failed } state = pending;  // guarded by the transport's done_mutex_
+  std::string error;
+  bool provider_error = false;  // failed inside the provider (e.g. the peer vanished), not rejected by us
+  bool verified = false;  // receive: payload checksum checked (by the waiting thread)
+};
+
+inline constexpr int fabric_rank_bits = 20;
+inline constexpr std::uint64_t fabric_continuation = std::uint64_t{1} << 62;
+
+// The fabric tag carries the sender's rank, so a receive matches (source, tag) without the
+// provider's directed-receive support; the frame header then has to agree with it.
+inline std::uint64_t fabric_tag(int source, Tag tag, bool continuation) {
+  return (continuation ? fabric_continuation : 0) | (std::uint64_t(source) << 40) | tag;
+}
+
+inline std::string provider_chain(const std::string& name) {
+  if (name == "tcp") return "tcp;ofi_rxm";
+  if (name == "verbs") return "verbs;ofi_rxm";
+  return name;  // shm, sockets, or a chain given in full
+}
+
+inline std::string fi_error_text(int rc) { return concat(::fi_strerror(rc < 0 ? -rc : rc), " (", rc, ")"); }
+
+}  // namespace detail
+
+class FabricTransport {
+ public:
+  /// Handle of one send or receive. Dropping a pending handle does not cancel the transfer:
+  /// its buffer must stay valid until the transfer completes or the transport is destroyed.
+  class Request {
+   public:
+    Request() = default;
+    [[nodiscard]] bool valid() const noexcept { return op_ != nullptr; }
+
+   private:
+    friend class FabricTransport;
+    explicit Request(std::shared_ptr<detail::FabricOp> op) : op_(std::move(op)) {}
+    std::shared_ptr<detail::FabricOp> op_;
+  };
+
+  explicit FabricTransport(const Cluster& cluster, FabricOptions options = {})
+      : cluster_(cluster), options_(options), rank_(cluster.rank), size_(cluster.world_size) {
+    POSEIDON_CHECK(size_ >= 1 && size_ <= (1 << detail::fabric_rank_bits), "rank ", rank_, ": world size ", size_,
+                   " is outside [1, ", 1 << detail::fabric_rank_bits, "]");
+    POSEIDON_CHECK(options_.chunk_bytes >= 1, "rank ", rank_, ": FabricOptions::chunk_bytes must be positive");
+    try {
+      open_endpoint();
+      rendezvous_.emplace(cluster_, std::span<const std::byte>(local_name_));
+      rendezvous_->on_failure([this] {
+        { std::lock_guard lock(done_mutex_); }  // a waiter between its check and its sleep still wakes
+        done_cv_.notify_all();
+      });
+      insert_peers();
+      progress_ = std::thread([this] { progress_loop(); });
+    } catch (...) {
+      rendezvous_.reset();
+      close_endpoint();
+      throw;
+    }
+  }
+
+  FabricTransport(const FabricTransport&) = delete;
+  FabricTransport& operator=(const FabricTransport&) = delete;
+
+  ~FabricTransport() {
+    if (rendezvous_) {
+      try {
+        if (std::uncaught_exceptions() > 0 && !rendezvous_->failed()) rendezvous_->abort("exited with an error");
+        else if (!rendezvous_->failed()) rendezvous_->finish(cluster_.deadlines.message);
+      } catch (...) {
+      }
+    }
+    stop_progress();
+    close_endpoint();
+    rendezvous_.reset();
+  }
+
+  [[nodiscard]] int rank() const noexcept { return rank_; }
+  [[nodiscard]] int size() const noexcept { return size_; }
+  [[nodiscard]] const Cluster& cluster() const noexcept { return cluster_; }
+  [[nodiscard]] const std::vector<PeerInfo>& peers() const { return rendezvous_->peers(); }
+  /// The provider that libfabric actually chose, e.g. "tcp;ofi_rxm".
+  [[nodiscard]] const std::string& provider_name() const noexcept { return provider_name_; }
+
+  /// Gives up on the job: every rank's waits fail, naming this rank and `reason`.
+  void abort(const std::string& reason) { rendezvous_->abort(reason); }
+
+  /// Turns the payload checksum of later sends on or off (receivers follow each frame's flag).
+  /// Not to be called concurrently with isend.
+  void set_checksum_payload(bool on) noexcept { options_.checksum_payload = on; }
+
+  Request isend(int peer, Tag tag, std::span<const std::byte> data) {
+    detail::check_peer_and_tag(rank_, size_, peer, tag, true);
+    throw_if_job_failed(true, peer, tag);
+    auto op = std::make_shared<detail::FabricOp>();
+    op->is_send = true;
+    op->peer = peer;
+    op->tag = tag;
+    op->data = const_cast<std::byte*>(data.data());  // only read: libfabric's iovec is not const
+    op->capacity = data.size();
+    op->bytes = data.size();
+    encode_header(make_header(FrameKind::data, static_cast<std::uint32_t>(rank_), tag, data, options_.checksum_payload),
+                  op->header);
+    const std::size_t chunk = options_.chunk_bytes;
+    std::size_t off = 0;
+    do {
+      const std::size_t len = std::min(chunk, data.size() - off);
+      op->postings.push_back({{}, op.get(), off, len, off == 0});
+      off += len;
+    } while (off < data.size());
+    submit(op);
+    return Request(std::move(op));
+  }
+
+  Request irecv(int peer, Tag tag, std::span<std::byte> buffer) {
+    detail::check_peer_and_tag(rank_, size_, peer, tag, false);
+    throw_if_job_failed(false, peer, tag);
+    auto op = std::make_shared<detail::FabricOp>();
+    op->peer = peer;
+    op->tag = tag;
+    op->data = buffer.data();
+    op->capacity = buffer.size();
+    // Continuation postings are added once the header says how long the message is.
+    op->postings.push_back({{}, op.get(), 0, std::min(options_.chunk_bytes, buffer.size()), true});
+    submit(op);
+    return Request(std::move(op));
+  }
+
+  bool test(Request& req) {
+    POSEIDON_CHECK(req.valid(), "rank ", rank_, ": test() on an empty request");
+    auto& op = *req.op_;
+    {
+      std::lock_guard lock(done_mutex_);
+      if (op.state == detail::FabricOp::pending) {
+        throw_if_job_failed(op.is_send, op.peer, op.tag);
+        throw_if_progress_failed(op);
+        return false;
+      }
+    }
+    finish_op(op);
+    return true;
+  }
+
+  std::size_t wait(Request& req) { return wait(req, cluster_.deadlines.message); }
+
+  std::size_t wait(Request& req, std::chrono::milliseconds timeout) {
+    POSEIDON_CHECK(req.valid(), "rank ", rank_, ": wait() on an empty request");
+    auto& op = *req.op_;
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    {
+      std::unique_lock lock(done_mutex_);
+      while (op.state == detail::FabricOp::pending) {
+        throw_if_job_failed(op.is_send, op.peer, op.tag);
+        throw_if_progress_failed(op);
+        // A peer that died leaves no trace in the provider, so the deadline is the last resort.
+        if (std::chrono::steady_clock::now() >= deadline)
+          detail::raise("rank ", rank_, ": timed out after ", detail::format_ms(timeout), " waiting for ",
+                        detail::describe_op(op.is_send, op.peer, op.tag));
+        done_cv_.wait_until(lock, std::min(deadline, std::chrono::steady_clock::now() + std::chrono::milliseconds(200)));
+      }
+    }
+    return finish_op(op);
+  }
+
+ private:
+  // --- set-up ---------------------------------------------------------------------
+  void open_endpoint() {
+    const std::string chain = detail::provider_chain(cluster_.provider);
+    const bool ip_based = chain.find("shm") == std::string::npos;
+    std::string node;
+    if (ip_based) node = detail::choose_local_address(cluster_);
+    fi_info* hints = ::fi_allocinfo();
+    POSEIDON_CHECK(hints, "rank ", rank_, ": fi_allocinfo failed");
+    hints->ep_attr->type = FI_EP_RDM;
+    hints->caps = FI_TAGGED;
+    hints->mode = FI_CONTEXT | FI_CONTEXT2;
+    // No FI_MR_LOCAL: we never register memory, so providers that need it (verbs) must sit
+    // under ofi_rxm, which registers for us.
+    hints->domain_attr->mr_mode = FI_MR_VIRT_ADDR | FI_MR_ALLOCATED | FI_MR_PROV_KEY;
+    hints->domain_attr->threading = FI_THREAD_SAFE;
+    hints->tx_attr->msg_order = FI_ORDER_SAS;
+    hints->rx_attr->msg_order = FI_ORDER_SAS;
+    hints->fabric_attr->prov_name = ::strdup(chain.c_str());
+    fi_info* info = nullptr;
+    // FI_SOURCE with an explicit node binds the address we chose; left alone, the provider may
+    // pick another interface than the one the peers can reach.
+    const int rc = ::fi_getinfo(FI_VERSION(1, 9), ip_based ? node.c_str() : nullptr, ip_based ? "0" : nullptr,
+                                ip_based ? FI_SOURCE : 0, hints, &info);
+    ::fi_freeinfo(hints);
+    if (rc != 0 || !info) {
+      if (cluster_.provider == "verbs" || chain.find("verbs") != std::string::npos)
+        detail::raise("rank ", rank_, ": libfabric provider \"", chain, "\" is not available here (fi_getinfo: ",
+                      detail::fi_error_text(rc),
+                      "). verbs needs an RDMA device (InfiniBand or RoCE) and its rdma-core driver; none was found "
+                      "on this host. Use POSEIDON_PROVIDER=tcp instead.");
+      detail::raise("rank ", rank_, ": libfabric provider \"", chain, "\" is not available",
+                    ip_based ? detail::concat(" on address ", node) : std::string(), " (fi_getinfo: ",
+                    detail::fi_error_text(rc), "); choose POSEIDON_PROVIDER=tcp, shm or sockets");
+    }
+    info_ = info;
+    provider_name_ = info_->fabric_attr->prov_name ? info_->fabric_attr->prov_name : chain;
+    check(::fi_fabric(info_->fabric_attr, &fabric_, nullptr), "fi_fabric");
+    check(::fi_domain(fabric_, info_, &domain_, nullptr), "fi_domain");
+    fi_cq_attr cq_attr{};
+    cq_attr.format = FI_CQ_FORMAT_TAGGED;
+    cq_attr.wait_obj = FI_WAIT_UNSPEC;
+    cq_attr.size = 4096;
+    check(::fi_cq_open(domain_, &cq_attr, &cq_, nullptr), "fi_cq_open");
+    fi_av_attr av_attr{};
+    av_attr.type = FI_AV_TABLE;
+    av_attr.count = static_cast<std::size_t>(size_);
+    check(::fi_av_open(domain_, &av_attr, &av_, nullptr), "fi_av_open");
+    check(::fi_endpoint(domain_, info_, &ep_, nullptr), "fi_endpoint");
+    check(::fi_ep_bind(ep_, &cq_->fid, FI_TRANSMIT | FI_RECV), "fi_ep_bind(cq)");
+    check(::fi_ep_bind(ep_, &av_->fid, 0), "fi_ep_bind(av)");
+    check(::fi_enable(ep_), "fi_enable");
+    std::size_t len = 0;
+    ::fi_getname(&ep_->fid, nullptr, &len);
+    local_name_.resize(len);
+    check(::fi_getname(&ep_->fid, local_name_.data(), &len), "fi_getname");
+    local_name_.resize(len);
+  }
+
+  void insert_peers() {
+    const auto& peers = rendezvous_->peers();
+    addrs_.resize(static_cast<std::size_t>(size_));
+    for (int r = 0; r < size_; ++r) {
+      const auto& p = peers[static_cast<std::size_t>(r)];
+      const int n = ::fi_av_insert(av_, p.address.data(), 1, &addrs_[static_cast<std::size_t>(r)], 0, nullptr);
+      POSEIDON_CHECK(n == 1, "rank ", rank_, ": could not add rank ", r, " (host ", p.host,
+                     ") to the address vector: ", detail::fi_error_text(n));
+    }
+  }
+
+  void check(int rc, const char* what) const {
+    POSEIDON_CHECK(rc == 0, "rank ", rank_, ": ", what, " failed on provider ", provider_name_, ": ",
+                   detail::fi_error_text(rc));
+  }
+
+  void close_endpoint() noexcept {
+    if (ep_) ::fi_close(&ep_->fid);
+    if (av_) ::fi_close(&av_->fid);
+    if (cq_) ::fi_close(&cq_->fid);
+    if (domain_) ::fi_close(&domain_->fid);
+    if (fabric_) ::fi_close(&fabric_->fid);
+    if (info_) ::fi_freeinfo(info_);
+    ep_ = nullptr;
+    av_ = nullptr;
+    cq_ = nullptr;
+    domain_ = nullptr;
+    fabric_ = nullptr;
+    info_ = nullptr;
+  }
+
+  // --- user-thread side ----------------------------------------------------------------
+  void submit(const std::shared_ptr<detail::FabricOp>& op) {
+    {
+      std::lock_guard lock(submit_mutex_);
+      for (std::size_t i = 0; i < op->postings.size(); ++i) submitted_.emplace_back(op, i);
+    }
+    ::fi_cq_signal(cq_);
+  }
+
+  void throw_if_job_failed(bool is_send, int peer, Tag tag) const {
+    if (rendezvous_ && rendezvous_->failed())
+      detail::raise("rank ", rank_, ": ", rendezvous_->failure_text(), " during ",
+                    detail::describe_op(is_send, peer, tag));
+  }
+
+  void throw_if_progress_failed(const detail::FabricOp& op) const {
+    if (progress_failed_.load(std::memory_order_acquire))
+      detail::raise("rank ", rank_, ": the fabric progress thread stopped (", progress_error_, ") during ",
+                    detail::describe_op(op.is_send, op.peer, op.tag));
+  }
+
+  // Runs in the waiting thread, not the progress thread: checking a large payload's checksum
+  // must not hold up every other transfer.
+  std::size_t finish_op(detail::FabricOp& op) {
+    if (op.state == detail::FabricOp::failed && op.provider_error && rendezvous_) {
+      // A provider error is usually the first sign of a dead peer; the control channel says
+      // which rank died a moment later, and that is the error worth reporting.
+      for (int i = 0; i < 100 && !rendezvous_->failed(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      if (rendezvous_->failed())
+        detail::raise("rank ", rank_, ": ", rendezvous_->failure_text(), " during ",
+                      detail::describe_op(op.is_send, op.peer, op.tag), " (provider: ", op.error, ")");
+    }
+    if (op.state == detail::FabricOp::failed)
+      detail::raise("rank ", rank_, ": ", detail::describe_op(op.is_send, op.peer, op.tag), " failed: ", op.error);
+    if (!op.is_send && !op.verified) {
+      const auto e = check_payload(op.received, std::span<const std::byte>(op.data, op.bytes));
+      if (e != FrameError::none) {
+        const auto msg = detail::concat("rejected a frame from rank ", op.peer, " (", detail::describe_tag(op.tag),
+                                        "): ", to_string(e));
+        detail::comm_log(rank_, msg);
+        op.state = detail::FabricOp::failed;
+        op.error = msg;
+        detail::raise("rank ", rank_, ": ", msg);
+      }
+      op.verified = true;
+    }
+    return op.bytes;
+  }
+
+  // --- progress thread -------------------------------------------------------------
+  using Item = std::pair<std::shared_ptr<detail::FabricOp>, std::size_t>;
+
+  // Returns false when the provider asked us to retry later (-FI_EAGAIN).
+  bool post(const Item& item) {
+    auto& op = *item.first;
+    auto& p = op.postings[item.second];
+    iovec iov[2];
+    std::size_t n = 0;
+    if (p.first) iov[n++] = {op.header.data(), op.header.size()};
+    if (p.length) iov[n++] = {op.data + p.offset, p.length};
+    const auto ftag = detail::fabric_tag(op.is_send ? rank_ : op.peer, op.tag, !p.first);
+    ssize_t rc;
+    if (op.is_send)
+      rc = ::fi_tsendv(ep_, iov, nullptr, n, addrs_[static_cast<std::size_t>(op.peer)], ftag, &p.ctx);
+    else
+      rc = ::fi_trecvv(ep_, iov, nullptr, n, FI_ADDR_UNSPEC, ftag, 0, &p.ctx);
+    if (rc == -FI_EAGAIN) return false;
+    if (rc != 0) {
+      fail_op(op, detail::concat(op.is_send ? "fi_tsendv" : "fi_trecvv", ": ",
+                                 detail::fi_error_text(static_cast<int>(rc))));
+      return true;
+    }
+    // inflight_ keeps the op alive exactly while the provider holds one of its contexts.
+    if (op.outstanding++ == 0) inflight_.emplace(&op, item.first);
+    ++op.posted;
+    return true;
+  }
+
+  void complete_op(detail::FabricOp& op, detail::FabricOp::State st, std::string error = {}) {
+    {
+      std::lock_guard lock(done_mutex_);
+      if (op.state == detail::FabricOp::pending) {
+        op.state = st;
+        op.error = std::move(error);
+      }
+    }
+    done_cv_.notify_all();
+  }
+
+  void fail_op(detail::FabricOp& op, std::string error) { complete_op(op, detail::FabricOp::failed, std::move(error)); }
+
+  void reject(detail::FabricOp& op, const std::string& why) {
+    const auto msg =
+        detail::concat("rejected a frame from rank ", op.peer, " (", detail::describe_tag(op.tag), "): ", why);
+    detail::comm_log(rank_, msg);
+    fail_op(op, msg);
+  }
+
+  // One posting of `op` left the provider: complete the op when nothing of it remains, and let
+  // go of it (this may free it, so callers must not touch `op` afterwards).
+  void retire(detail::FabricOp& op) {
+    --op.outstanding;
+    if (op.outstanding == 0 && op.posted == op.postings.size() && op.state == detail::FabricOp::pending)
+      complete_op(op, detail::FabricOp::done);
+    if (op.outstanding == 0) inflight_.erase(&op);
+  }
+
+  void on_receive_header(detail::FabricOp& op, std::size_t len) {
+    if (len < FrameHeader::size) return reject(op, detail::concat("only ", len, " bytes, shorter than a frame header"));
+    const auto d = decode_header(op.header, {op.capacity, static_cast<std::uint32_t>(size_)});
+    if (!d) {
+      if (d.error == FrameError::oversized)
+        return reject(op, detail::concat("its message does not fit the ", op.capacity, "-byte receive buffer"));
+      return reject(op, std::string(to_string(d.error)));
+    }
+    const auto& h = d.header;
+    if (h.kind != FrameKind::data) return reject(op, "not a data frame");
+    if (h.source != static_cast<std::uint32_t>(op.peer))
+      return reject(op, detail::concat("its header claims to come from rank ", h.source));
+    if (h.tag != op.tag) return reject(op, detail::concat("its header carries tag ", h.tag));
+    const std::size_t first = std::min<std::size_t>(h.length, options_.chunk_bytes);
+    if (len != FrameHeader::size + first)
+      return reject(op, detail::concat("received ", len - FrameHeader::size, " payload bytes where the header implies ",
+                                       first));
+    op.received = h;
+    op.bytes = h.length;
+    auto keep = inflight_.at(&op);
+    for (std::size_t off = first; off < h.length; off += options_.chunk_bytes) {
+      op.postings.push_back({{}, &op, off, std::min<std::size_t>(options_.chunk_bytes, h.length - off), false});
+      queue_.emplace_back(keep, op.postings.size() - 1);
+    }
+  }
+
+  void handle_completion(const fi_cq_tagged_entry& e) {
+    auto* p = static_cast<detail::FabricPosting*>(e.op_context);
+    auto& op = *p->op;
+    if (op.state == detail::FabricOp::pending && !op.is_send) {
+      if (p->first) on_receive_header(op, e.len);
+      else if (e.len != p->length)
+        reject(op, detail::concat("continuation of ", e.len, " bytes where ", p->length, " were due"));
+    }
+    retire(op);
+  }
+
+  void handle_error() {
+    fi_cq_err_entry err{};
+    if (::fi_cq_readerr(cq_, &err, 0) != 1) return;
+    auto* p = static_cast<detail::FabricPosting*>(err.op_context);
+    if (!p) return;
+    auto& op = *p->op;
+    if (err.err == FI_ETRUNC) {
+      reject(op, detail::concat("its message does not fit the ", op.capacity, "-byte receive buffer"));
+    } else {
+      op.provider_error = true;
+      fail_op(op, detail::concat(::fi_strerror(err.err), " (provider: ",
+                                 ::fi_cq_strerror(cq_, err.prov_errno, err.err_data, nullptr, 0), ")"));
+    }
+    retire(op);
+  }
+
+  void progress_loop() {
+    fi_cq_tagged_entry entries[32];
+    try {
+      while (!stop_.load(std::memory_order_acquire)) {
+        {
+          std::lock_guard lock(submit_mutex_);
+          while (!submitted_.empty()) {
+            queue_.push_back(std::move(submitted_.front()));
+            submitted_.pop_front();
+          }
+        }
+        // Post in submission order: FIFO matching of one (peer, tag) depends on it.
+        bool blocked = false;
+        while (!queue_.empty()) {
+          auto& item = queue_.front();
+          if (item.first->state == detail::FabricOp::pending && !post(item)) {
+            blocked = true;  // -FI_EAGAIN: drive progress below, then retry this same item
+            break;
+          }
+          queue_.pop_front();  // posted, or its op already failed and the rest is moot
+        }
+        // Block in the provider's wait object rather than spin: on loaded cores spinning
+        // starves the very peer we are waiting for. The 100 ms bound lets `stop_` be seen.
+        const ssize_t n = blocked ? ::fi_cq_read(cq_, entries, 32) : ::fi_cq_sread(cq_, entries, 32, nullptr, 100);
+        if (n > 0) {
+          for (ssize_t i = 0; i < n; ++i) handle_completion(entries[i]);
+        } else if (n == -FI_EAVAIL) {
+          handle_error();
+        } else if (n != -FI_EAGAIN && n != 0 && n != -FI_EINTR && n != -FI_ECANCELED) {
+          throw Error(detail::concat("fi_cq_sread: ", detail::fi_error_text(static_cast<int>(n))));
+        }
+      }
+    } catch (const std::exception& e) {
+      {
+        std::lock_guard lock(done_mutex_);
+        progress_error_ = e.what();
+        progress_failed_.store(true, std::memory_order_release);
+      }
+      detail::comm_log(rank_, "fabric progress thread stopped: ", e.what());
+      done_cv_.notify_all();
+    }
+  }
+
+  void stop_progress() {
+    if (!progress_.joinable()) return;
+    stop_.store(true, std::memory_order_release);
+    if (cq_) ::fi_cq_signal(cq_);
+    progress_.join();
+  }
+
+  Cluster cluster_;
+  FabricOptions options_;
+  int rank_;
+  int size_;
+  std::string provider_name_;
+  fi_info* info_ = nullptr;
+  fid_fabric* fabric_ = nullptr;
+  fid_domain* domain_ = nullptr;
+  fid_cq* cq_ = nullptr;
+  fid_av* av_ = nullptr;
+  fid_ep* ep_ = nullptr;
+  std::vector<std::byte> local_name_;
+  std::vector<fi_addr_t> addrs_;
+  std::optional<Rendezvous> rendezvous_;
+
+  std::mutex submit_mutex_;
+  std::deque<Item> submitted_;
+  // Progress thread only:
+  std::deque<Item> queue_;  // postings not yet accepted by the provider, in order
+  std::unordered_map<const detail::FabricOp*, std::shared_ptr<detail::FabricOp>> inflight_;
+
+  std::mutex done_mutex_;
+  std::condition_variable done_cv_;
+  std::atomic<bool> stop_{false};
+  std::atomic<bool> progress_failed_{false};
+  std::string progress_error_;
+  std::thread progress_;
+};
+
+static_assert(transport<FabricTransport>);
+
+POSEIDON_NAMESPACE_END

@@ -1,0 +1,190 @@
+// The wire format: a fixed 40-byte little-endian header (magic, version, kind, source rank, tag,
+// length, checksums) in front of every message, and the validation every received byte passes.
+#pragma once
+
+#include <poseidon/comm/detail/crc32c.hpp>
+#include <poseidon/core/config.hpp>
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string_view>
+
+POSEIDON_NAMESPACE_BEGIN
+
+enum class FrameKind : std::uint8_t {
+  data = 1,       // a tagged user or collective message
+  challenge = 2,  // rendezvous: rank 0 -> joiner, nonce
+  hello = 3,      // rendezvous: joiner -> rank 0, rank, world, proof, host, fabric address
+  refuse = 4,     // rendezvous: rank 0 -> joiner, why it was turned away
+  roster = 5,     // rendezvous: rank 0 -> everyone, all hosts and addresses
+  abort = 6,      // control: a rank died or gave up (names which)
+  bye = 7,        // control: a rank finished cleanly
+  fin = 8,        // control: rank 0 saw every bye; endpoints may close
+};
+inline constexpr std::uint8_t max_frame_kind = 8;
+
+enum class FrameError : std::uint8_t {
+  none,
+  short_input,
+  bad_magic,
+  bad_version,
+  bad_kind,
+  bad_flags,
+  bad_reserved,
+  bad_header_checksum,
+  unknown_source,
+  oversized,
+  length_mismatch,
+  bad_payload_checksum,
+};
+
+inline std::string_view to_string(FrameError e) noexcept {
+  switch (e) {
+    case FrameError::none: return "ok";
+    case FrameError::short_input: return "truncated header";
+    case FrameError::bad_magic: return "bad magic (not a Poseidon frame)";
+    case FrameError::bad_version: return "unsupported wire version";
+    case FrameError::bad_kind: return "unknown frame kind";
+    case FrameError::bad_flags: return "unknown flag bits";
+    case FrameError::bad_reserved: return "non-zero reserved field";
+    case FrameError::bad_header_checksum: return "header checksum mismatch";
+    case FrameError::unknown_source: return "source rank outside the world";
+    case FrameError::oversized: return "payload larger than allowed";
+    case FrameError::length_mismatch: return "payload length differs from the header";
+    case FrameError::bad_payload_checksum: return "payload checksum mismatch";
+  }
+  return "unknown frame error";
+}
+
+struct FrameHeader {
+  static constexpr std::uint32_t magic = 0x4E445350u;  // "PSDN" in memory order
+  static constexpr std::uint8_t version = 1;
+  static constexpr std::size_t size = 40;
+  static constexpr std::uint16_t flag_payload_crc = 1;  // payload_crc is meaningful
+
+  FrameKind kind = FrameKind::data;
+  std::uint16_t flags = 0;
+  std::uint32_t source = 0;
+  std::uint64_t tag = 0;
+  std::uint64_t length = 0;
+  std::uint32_t payload_crc = 0;
+};
+
+/// What a receiver accepts: payloads up to `max_payload` bytes from ranks below `world_size`.
+struct FrameLimits {
+  std::uint64_t max_payload = 0;
+  std::uint32_t world_size = 0;
+};
+
+struct DecodedHeader {
+  FrameHeader header;
+  FrameError error = FrameError::none;
+  explicit operator bool() const noexcept { return error == FrameError::none; }
+};
+
+namespace detail {
+
+inline void put_le(std::byte* p, std::uint64_t v, int n) noexcept {
+  for (int i = 0; i < n; ++i) p[i] = static_cast<std::byte>((v >> (8 * i)) & 0xFFu);
+}
+inline std::uint64_t get_le(const std::byte* p, int n) noexcept {
+  std::uint64_t v = 0;
+  for (int i = 0; i < n; ++i) v |= std::uint64_t(std::to_integer<std::uint8_t>(p[i])) << (8 * i);
+  return v;
+}
+
+// The header checksum covers every header byte except its own four (offset 12).
+inline std::uint32_t header_crc(std::span<const std::byte, FrameHeader::size> b) noexcept {
+  return crc32c(b.subspan(16, 24), crc32c(b.subspan(0, 12)));
+}
+
+}  // namespace detail
+
+/// Writes `h` into `out`; the header checksum is computed here.
+inline void encode_header(const FrameHeader& h, std::span<std::byte, FrameHeader::size> out) noexcept {
+  using detail::put_le;
+  std::byte* p = out.data();
+  put_le(p + 0, FrameHeader::magic, 4);
+  put_le(p + 4, FrameHeader::version, 1);
+  put_le(p + 5, static_cast<std::uint8_t>(h.kind), 1);
+  put_le(p + 6, h.flags, 2);
+  put_le(p + 8, h.source, 4);
+  put_le(p + 12, 0, 4);
+  put_le(p + 16, h.tag, 8);
+  put_le(p + 24, h.length, 8);
+  put_le(p + 32, h.payload_crc, 4);
+  put_le(p + 36, 0, 4);
+  put_le(p + 12, detail::header_crc(out), 4);
+}
+
+/// A header for `payload`, with its checksum when `checksum_payload` is set.
+inline FrameHeader make_header(FrameKind kind, std::uint32_t source, std::uint64_t tag,
+                               std::span<const std::byte> payload, bool checksum_payload = true) noexcept {
+  FrameHeader h;
+  h.kind = kind;
+  h.source = source;
+  h.tag = tag;
+  h.length = payload.size();
+  if (checksum_payload) {
+    h.flags = FrameHeader::flag_payload_crc;
+    h.payload_crc = crc32c(payload);
+  }
+  return h;
+}
+
+/// Decodes and validates a header from untrusted bytes: nothing in it is used unless this
+/// returns without error. Checks run cheapest first and never read past `in`.
+inline DecodedHeader decode_header(std::span<const std::byte> in, const FrameLimits& limits) noexcept {
+  using detail::get_le;
+  DecodedHeader d;
+  if (in.size() < FrameHeader::size) {
+    d.error = FrameError::short_input;
+    return d;
+  }
+  const std::byte* p = in.data();
+  if (get_le(p, 4) != FrameHeader::magic) d.error = FrameError::bad_magic;
+  else if (get_le(p + 4, 1) != FrameHeader::version) d.error = FrameError::bad_version;
+  else if (get_le(p + 12, 4) != detail::header_crc(in.first<FrameHeader::size>())) d.error = FrameError::bad_header_checksum;
+  if (d.error != FrameError::none) return d;
+
+  const auto kind = static_cast<std::uint8_t>(get_le(p + 5, 1));
+  auto& h = d.header;
+  h.flags = static_cast<std::uint16_t>(get_le(p + 6, 2));
+  h.source = static_cast<std::uint32_t>(get_le(p + 8, 4));
+  h.tag = get_le(p + 16, 8);
+  h.length = get_le(p + 24, 8);
+  h.payload_crc = static_cast<std::uint32_t>(get_le(p + 32, 4));
+  if (kind == 0 || kind > max_frame_kind) d.error = FrameError::bad_kind;
+  else if ((h.flags & ~FrameHeader::flag_payload_crc) != 0) d.error = FrameError::bad_flags;
+  else if (get_le(p + 36, 4) != 0) d.error = FrameError::bad_reserved;
+  else if (h.source >= limits.world_size) d.error = FrameError::unknown_source;
+  else if (h.length > limits.max_payload) d.error = FrameError::oversized;
+  else if (!(h.flags & FrameHeader::flag_payload_crc) && h.payload_crc != 0) d.error = FrameError::bad_reserved;
+  h.kind = static_cast<FrameKind>(kind);
+  return d;
+}
+
+/// Checks a payload against its (already validated) header.
+inline FrameError check_payload(const FrameHeader& h, std::span<const std::byte> payload) noexcept {
+  if (payload.size() != h.length) return FrameError::length_mismatch;
+  if ((h.flags & FrameHeader::flag_payload_crc) && crc32c(payload) != h.payload_crc)
+    return FrameError::bad_payload_checksum;
+  return FrameError::none;
+}
+
+/// Decodes a whole frame (header + payload) held in one buffer; on success `payload` views
+/// the payload inside `in`.
+inline FrameError decode_frame(std::span<const std::byte> in, const FrameLimits& limits, FrameHeader& header,
+                               std::span<const std::byte>& payload) noexcept {
+  auto d = decode_header(in, limits);
+  if (!d) return d.error;
+  if (in.size() - FrameHeader::size != d.header.length) return FrameError::length_mismatch;
+  payload = in.subspan(FrameHeader::size);
+  if (auto e = check_payload(d.header, payload); e != FrameError::none) return e;
+  header = d.header;
+  return FrameError::none;
+}
+
+POSEIDON_NAMESPACE_END

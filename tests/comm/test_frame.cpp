@@ -1,0 +1,165 @@
+// Wire format: round trips, and rejection of every kind of malformed header or payload.
+#include <doctest/doctest.h>
+#include <poseidon/comm/detail/wire.hpp>
+#include <poseidon/comm/frame.hpp>
+
+#include <array>
+#include <cstring>
+#include <random>
+#include <string_view>
+#include <vector>
+
+namespace pd = poseidon;
+
+namespace {
+std::vector<std::byte> bytes_of(std::string_view s) {
+  std::vector<std::byte> v(s.size());
+  std::memcpy(v.data(), s.data(), s.size());
+  return v;
+}
+std::vector<std::byte> frame(const pd::FrameHeader& h, std::span<const std::byte> payload) {
+  std::vector<std::byte> out(pd::FrameHeader::size + payload.size());
+  pd::encode_header(h, std::span<std::byte, pd::FrameHeader::size>(out.data(), pd::FrameHeader::size));
+  std::memcpy(out.data() + pd::FrameHeader::size, payload.data(), payload.size());
+  return out;
+}
+// Rewrites the header checksum after a deliberate edit, so a test reaches the check behind it.
+void reseal(std::vector<std::byte>& f) {
+  auto hdr = std::span<std::byte, pd::FrameHeader::size>(f.data(), pd::FrameHeader::size);
+  pd::detail::put_le(f.data() + 12, pd::detail::header_crc(hdr), 4);
+}
+constexpr pd::FrameLimits limits{1024, 4};
+}  // namespace
+
+TEST_CASE("crc32c matches the published check value on both code paths") {
+  const auto v = bytes_of("123456789");
+  CHECK(pd::crc32c(v) == 0xE3069283u);
+  CHECK(~pd::detail::crc32c_portable(~0u, reinterpret_cast<const unsigned char*>(v.data()), v.size()) == 0xE3069283u);
+  // Incremental use equals one call, at every split point and odd alignment.
+  std::vector<std::byte> big(1000);
+  std::mt19937 rng(7);
+  for (auto& b : big) b = static_cast<std::byte>(rng());
+  const auto whole = pd::crc32c(big);
+  for (std::size_t cut : {0u, 1u, 3u, 8u, 13u, 500u, 999u, 1000u}) {
+    auto s = std::span<const std::byte>(big);
+    CHECK(pd::crc32c(s.subspan(cut), pd::crc32c(s.first(cut))) == whole);
+  }
+  CHECK(~pd::detail::crc32c_portable(~0u, reinterpret_cast<const unsigned char*>(big.data() + 1), 999) ==
+        pd::crc32c(std::span<const std::byte>(big).subspan(1)));
+}
+
+TEST_CASE("a frame round-trips through encode and decode") {
+  const auto payload = bytes_of("sufficient factors");
+  const auto h = pd::make_header(pd::FrameKind::data, 3, 0xABCDEF12345ull, payload);
+  const auto f = frame(h, payload);
+  pd::FrameHeader got;
+  std::span<const std::byte> got_payload;
+  REQUIRE(pd::decode_frame(f, limits, got, got_payload) == pd::FrameError::none);
+  CHECK(got.kind == pd::FrameKind::data);
+  CHECK(got.source == 3);
+  CHECK(got.tag == 0xABCDEF12345ull);
+  CHECK(got.length == payload.size());
+  CHECK(std::equal(got_payload.begin(), got_payload.end(), payload.begin(), payload.end()));
+}
+
+TEST_CASE("malformed frames are rejected with the matching reason") {
+  const auto payload = bytes_of("payload bytes");
+  const auto good = frame(pd::make_header(pd::FrameKind::data, 1, 9, payload), payload);
+  pd::FrameHeader h;
+  std::span<const std::byte> p;
+  auto rejects = [&](std::vector<std::byte> f, pd::FrameError want) {
+    CHECK(pd::decode_frame(f, limits, h, p) == want);
+  };
+  SUBCASE("truncated header") { rejects({good.begin(), good.begin() + 39}, pd::FrameError::short_input); }
+  SUBCASE("bad magic") {
+    auto f = good;
+    f[0] ^= std::byte{1};
+    rejects(f, pd::FrameError::bad_magic);
+  }
+  SUBCASE("bad version") {
+    auto f = good;
+    f[4] = std::byte{2};
+    rejects(f, pd::FrameError::bad_version);
+  }
+  SUBCASE("any flipped header bit breaks the header checksum") {
+    for (std::size_t i = 8; i < pd::FrameHeader::size; ++i) {
+      auto f = good;
+      f[i] ^= std::byte{0x10};
+      CHECK(pd::decode_frame(f, limits, h, p) == pd::FrameError::bad_header_checksum);
+    }
+  }
+  SUBCASE("unknown kind") {
+    auto f = good;
+    f[5] = std::byte{200};
+    reseal(f);
+    rejects(f, pd::FrameError::bad_kind);
+  }
+  SUBCASE("unknown flags") {
+    auto f = good;
+    f[7] = std::byte{0x80};
+    reseal(f);
+    rejects(f, pd::FrameError::bad_flags);
+  }
+  SUBCASE("reserved field set") {
+    auto f = good;
+    f[37] = std::byte{1};
+    reseal(f);
+    rejects(f, pd::FrameError::bad_reserved);
+  }
+  SUBCASE("source outside the world") {
+    auto f = frame(pd::make_header(pd::FrameKind::data, 4, 9, payload), payload);
+    rejects(f, pd::FrameError::unknown_source);
+  }
+  SUBCASE("oversized payload, judged from the header alone") {
+    std::vector<std::byte> big(2000);
+    auto f = frame(pd::make_header(pd::FrameKind::data, 0, 9, big), big);
+    rejects(std::vector<std::byte>(f.begin(), f.begin() + 40), pd::FrameError::oversized);
+  }
+  SUBCASE("payload shorter or longer than the header says") {
+    rejects({good.begin(), good.end() - 1}, pd::FrameError::length_mismatch);
+    auto longer = good;
+    longer.push_back(std::byte{0});
+    rejects(longer, pd::FrameError::length_mismatch);
+  }
+  SUBCASE("corrupted payload") {
+    auto f = good;
+    f[pd::FrameHeader::size + 2] ^= std::byte{1};
+    rejects(f, pd::FrameError::bad_payload_checksum);
+  }
+  SUBCASE("unchecksummed payloads are accepted only with a zero checksum field") {
+    auto f = frame(pd::make_header(pd::FrameKind::data, 1, 9, payload, false), payload);
+    f[pd::FrameHeader::size + 2] ^= std::byte{1};  // not covered: the transport below vouches for it
+    CHECK(pd::decode_frame(f, limits, h, p) == pd::FrameError::none);
+    auto g = f;
+    g[32] = std::byte{1};
+    reseal(g);
+    rejects(g, pd::FrameError::bad_reserved);
+  }
+}
+
+TEST_CASE("the wire reader never reads past its input") {
+  pd::detail::WireWriter w;
+  w.u32(7);
+  w.str("host-a");
+  w.u64(1ull << 40);
+  const auto buf = w.take();
+  {
+    pd::detail::WireReader r(buf);
+    CHECK(r.u32() == 7);
+    CHECK(r.str(64) == "host-a");
+    CHECK(r.u64() == (1ull << 40));
+    CHECK(r.ok_and_done());
+  }
+  {
+    pd::detail::WireReader r(buf);
+    r.u32();
+    CHECK(r.str(3).empty());  // longer than the bound the caller allows
+    CHECK_FALSE(r.ok());
+  }
+  {
+    pd::detail::WireReader r(std::span<const std::byte>(buf).first(6));
+    r.u32();
+    r.str(64);
+    CHECK_FALSE(r.ok());
+  }
+}
