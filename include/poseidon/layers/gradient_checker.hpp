@@ -91,11 +91,12 @@ GradientCheckReport check_gradients(Layer<D, T>& layer, DeviceContext<D>& ctx, c
   for (int b : check_bottoms) propagate[static_cast<std::size_t>(b)] = true;
 
   // Analytic gradients: one forward, top diffs = weights, one backward.
+  // Zero first, then set the top diffs: a top may share its diff with a bottom (Flatten, Reshape).
   objective();
-  for (std::size_t i = 0; i < top.size(); ++i) top[i]->copy_diff_from_host(weights[i]);
   for (auto& p : layer.blobs()) p->zero_diff();
   for (std::size_t i = 0; i < bottom.size(); ++i)
     if (propagate[i]) bottom[i]->zero_diff();
+  for (std::size_t i = 0; i < top.size(); ++i) top[i]->copy_diff_from_host(weights[i]);
   layer.backward(ctx, top, propagate, bottom);
 
   struct Target {
