@@ -169,3 +169,34 @@ TEST_CASE("CIFAR-10 binary files are validated and served") {
   CHECK_THROWS_WITH_AS(Cifar10Dataset(dir, false), doctest::Contains("not a multiple of the 3073-byte"), Error);
   fs::remove_all(dir);
 }
+
+TEST_CASE("Data layers save and restore their position") {
+  LayerParameter p("mem", "MemoryData");
+  p.with("memory_data_param", Message().set("batch_size", 1).set("channels", 1).set("height", 1).set("width", 1));
+  MemoryDataLayer<CPU, float> a(p), b(p);
+  DeviceContext<CPU> ctx;
+  Tensor<CPU, float> d, l;
+  std::vector<float> x{1, 2, 3}, y{0, 1, 2};
+  for (auto* m : {&a, &b}) {
+    m->setup(ctx, {}, {&d, &l});
+    m->reset(x, y);
+  }
+  a.forward(ctx, {}, {&d, &l});
+  a.forward(ctx, {}, {&d, &l});
+  b.load_state(a.save_state());
+  a.forward(ctx, {}, {&d, &l});
+  const float next_a = d.data()[0];
+  b.forward(ctx, {}, {&d, &l});
+  CHECK(d.data()[0] == next_a);
+  CHECK(next_a == 3.0f);
+  CHECK_THROWS_WITH_AS(b.load_state("pos 99"), doctest::Contains("does not fit the 3 samples"), Error);
+  CHECK_THROWS_WITH_AS(b.load_state("garbage"), doctest::Contains("no MemoryData position"), Error);
+
+  std::size_t cursor = 0;
+  std::vector<std::size_t> order;
+  detail::load_data_position(detail::save_data_position(7, {3, 1, 2}), "x", cursor, order);
+  CHECK(cursor == 7);
+  CHECK(order == std::vector<std::size_t>{3, 1, 2});
+  CHECK_THROWS_WITH_AS(detail::load_data_position("cursor 1 order 5 1 2", "layer 'd'", cursor, order),
+                       doctest::Contains("layer 'd': snapshot data position is truncated"), Error);
+}

@@ -40,6 +40,12 @@ class Cifar10Dataset {
     return pixels_.data() + order_[k % order_.size()] * image_bytes;
   }
   [[nodiscard]] int label(std::size_t k) const { return labels_[order_[k % order_.size()]]; }
+  [[nodiscard]] const std::vector<std::size_t>& order() const { return order_; }
+  void set_order(std::vector<std::size_t> order) {
+    for (std::size_t i : order)
+      POSEIDON_CHECK(i < labels_.size(), "Cifar10Dataset: saved sample index ", i, " is out of range");
+    order_ = std::move(order);
+  }
   void shuffle(Rng& rng) {
     for (std::size_t i = order_.size(); i > 1; --i) std::swap(order_[i - 1], order_[rng.uniform_index(i)]);
   }
@@ -92,7 +98,7 @@ struct Cifar10DataParam {
 };
 
 template <class D, class T = float>
-class Cifar10DataLayer final : public Layer<D, T> {
+class Cifar10DataLayer final : public Layer<D, T>, public ResumableLayer {
   using Base = Layer<D, T>;
 
  public:
@@ -113,6 +119,14 @@ class Cifar10DataLayer final : public Layer<D, T> {
   void shard(int rank, int world) {
     data_->shard(rank, world);
     cursor_ = 0;
+  }
+  [[nodiscard]] std::string save_state() const override { return detail::save_data_position(cursor_, data_->order()); }
+  void load_state(std::string_view bytes) override {
+    std::vector<std::size_t> order;
+    detail::load_data_position(bytes, this->describe(), cursor_, order);
+    this->check(order.size() == data_->size(), "snapshot was taken over ", order.size(), " samples, this data has ",
+                data_->size());
+    data_->set_order(std::move(order));
   }
 
   void reshape(const Vec&, const Vec& top) override {

@@ -117,6 +117,14 @@ class IdxDataset {
   }
 
   [[nodiscard]] std::size_t size() const { return order_.size(); }
+  /// The sample order of this shard (after shard() and shuffle()), for snapshots.
+  [[nodiscard]] const std::vector<std::size_t>& order() const { return order_; }
+  void set_order(std::vector<std::size_t> order) {
+    for (std::size_t i : order)
+      POSEIDON_CHECK(i < images_.items(), "IdxDataset: saved sample index ", i, " is out of range (", images_.items(),
+                     " samples)");
+    order_ = std::move(order);
+  }
   /// (C, H, W) of one image: MNIST's 28x28 files have C = 1.
   [[nodiscard]] std::vector<int> image_shape() const {
     if (images_.dims.size() == 4) return {images_.dims[1], images_.dims[2], images_.dims[3]};

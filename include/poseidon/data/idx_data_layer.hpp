@@ -6,10 +6,12 @@
 #include <poseidon/data/transform.hpp>
 #include <poseidon/layers/layer.hpp>
 #include <poseidon/layers/registry.hpp>
+#include <poseidon/net/snapshot.hpp>
 
 #include <cstdlib>
 #include <filesystem>
 #include <memory>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -48,10 +50,30 @@ inline std::filesystem::path resolve_data_path(const std::string& path, std::str
                 dir && *dir ? dir : "unset", ") nor in the working directory ", fs::current_path().string(),
                 "; set POSEIDON_DATA_DIR or give an absolute path");
 }
+
+/// A data layer's position (samples served, and the order it serves them in) as snapshot bytes.
+inline std::string save_data_position(std::size_t cursor, const std::vector<std::size_t>& order) {
+  std::ostringstream os;
+  os << "cursor " << cursor << " order " << order.size();
+  for (std::size_t i : order) os << ' ' << i;
+  return os.str();
+}
+inline void load_data_position(std::string_view bytes, std::string_view context, std::size_t& cursor,
+                               std::vector<std::size_t>& order) {
+  std::istringstream is{std::string(bytes)};
+  std::string w1, w2;
+  std::size_t n = 0;
+  is >> w1 >> cursor >> w2 >> n;
+  POSEIDON_CHECK(is && w1 == "cursor" && w2 == "order", context, ": snapshot holds no data position");
+  POSEIDON_CHECK(n <= bytes.size(), context, ": snapshot data position is corrupt");
+  order.resize(n);
+  for (auto& i : order) is >> i;
+  POSEIDON_CHECK(!is.fail(), context, ": snapshot data position is truncated");
+}
 }  // namespace detail
 
 template <class D, class T = float>
-class IdxDataLayer final : public Layer<D, T> {
+class IdxDataLayer final : public Layer<D, T>, public ResumableLayer {
   using Base = Layer<D, T>;
 
  public:
@@ -77,6 +99,17 @@ class IdxDataLayer final : public Layer<D, T> {
   [[nodiscard]] std::size_t size() const { return data_->size(); }
   /// Samples served so far in the current pass, for epoch accounting.
   [[nodiscard]] std::size_t cursor() const { return cursor_; }
+
+  /// The position in the data (cursor and shuffled order), so a resumed run reads what an
+  /// uninterrupted one would have read.
+  [[nodiscard]] std::string save_state() const override { return detail::save_data_position(cursor_, data_->order()); }
+  void load_state(std::string_view bytes) override {
+    std::vector<std::size_t> order;
+    detail::load_data_position(bytes, this->describe(), cursor_, order);
+    this->check(order.size() == data_->size(), "snapshot was taken over ", order.size(), " samples, this data has ",
+                data_->size());
+    data_->set_order(std::move(order));
+  }
 
   void reshape(const Vec&, const Vec& top) override {
     const auto s = data_->image_shape();

@@ -4,7 +4,11 @@
 
 #include <poseidon/layers/layer.hpp>
 #include <poseidon/layers/registry.hpp>
+#include <poseidon/net/snapshot.hpp>
 
+#include <string>
+
+#include <charconv>
 #include <span>
 #include <vector>
 
@@ -25,7 +29,7 @@ struct MemoryDataParam {
 };
 
 template <class D, class T = float>
-class MemoryDataLayer final : public Layer<D, T> {
+class MemoryDataLayer final : public Layer<D, T>, public ResumableLayer {
   using Base = Layer<D, T>;
 
  public:
@@ -54,6 +58,17 @@ class MemoryDataLayer final : public Layer<D, T> {
     pos_ = 0;
   }
   [[nodiscard]] std::size_t size() const { return labels_.size(); }
+
+  /// The next batch's position (the data itself is the caller's to hand in again).
+  [[nodiscard]] std::string save_state() const override { return detail::concat("pos ", pos_); }
+  void load_state(std::string_view bytes) override {
+    this->check(bytes.substr(0, 4) == "pos ", "snapshot holds no MemoryData position");
+    std::size_t pos = 0;
+    const auto r = std::from_chars(bytes.data() + 4, bytes.data() + bytes.size(), pos);
+    this->check(r.ec == std::errc() && (labels_.empty() || pos < labels_.size()), "snapshot position '", bytes,
+                "' does not fit the ", labels_.size(), " samples handed in");
+    pos_ = pos;
+  }
 
   void reshape(const Vec&, const Vec& top) override {
     top[0]->reshape({mp_.batch_size, mp_.channels, mp_.height, mp_.width});
