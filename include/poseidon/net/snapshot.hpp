@@ -39,7 +39,7 @@ namespace detail {
 
 // CRC-32C (Castagnoli), the checksum of iSCSI, ext4 and our wire frames: better error detection
 // than the zlib CRC-32 for the same cost, table-driven so it needs no CPU feature.
-inline std::uint32_t crc32c(const void* data, std::size_t n, std::uint32_t crc = 0) {
+inline std::uint32_t snapshot_crc32c(const void* data, std::size_t n, std::uint32_t crc = 0) {
   static const auto table = [] {
     std::array<std::uint32_t, 256> t{};
     for (std::uint32_t i = 0; i < 256; ++i) {
@@ -244,8 +244,8 @@ inline void write_snapshot_file(const std::filesystem::path& file, const std::ar
   h.u32(version);
   h.u32(snapshot_endian_marker);
   h.u64(payload.size());
-  h.u32(crc32c(payload.data(), payload.size()));
-  h.u32(crc32c(h.bytes().data(), h.bytes().size()));
+  h.u32(snapshot_crc32c(payload.data(), payload.size()));
+  h.u32(snapshot_crc32c(h.bytes().data(), h.bytes().size()));
   std::filesystem::path tmp = file;
   tmp += ".tmp";
   {
@@ -289,7 +289,7 @@ inline std::string read_snapshot_file(const std::filesystem::path& file, const s
   const std::uint64_t payload_size = h.u64("payload size");
   const std::uint32_t payload_crc = h.u32("payload checksum");
   const std::uint32_t header_crc = h.u32("header checksum");
-  POSEIDON_CHECK(crc32c(bytes.data(), snapshot_header_size - 4) == header_crc, name, ": corrupt ", kind,
+  POSEIDON_CHECK(snapshot_crc32c(bytes.data(), snapshot_header_size - 4) == header_crc, name, ": corrupt ", kind,
                  " file: header checksum mismatch");
   POSEIDON_CHECK(marker == snapshot_endian_marker, name, ": ", kind, " file has endianness marker 0x", std::hex, marker,
                  ", expected 0x", snapshot_endian_marker);
@@ -301,7 +301,7 @@ inline std::string read_snapshot_file(const std::filesystem::path& file, const s
   POSEIDON_CHECK(payload_size == have, name, ": ", kind, " file has ", have - payload_size,
                  " trailing bytes after the payload");
   bytes.erase(0, snapshot_header_size);
-  POSEIDON_CHECK(crc32c(bytes.data(), bytes.size()) == payload_crc, name, ": corrupt ", kind,
+  POSEIDON_CHECK(snapshot_crc32c(bytes.data(), bytes.size()) == payload_crc, name, ": corrupt ", kind,
                  " file: payload checksum mismatch (the file was damaged after it was written)");
   if (version_out) *version_out = version;
   return bytes;

@@ -111,10 +111,14 @@ class Solver {
   [[nodiscard]] virtual std::string_view type() const = 0;
 
   // ---- running ------------------------------------------------------------------------------
-  /// Trains to max_iter, snapshots (snapshot_after_train), reports the final loss and tests.
-  void solve() { solve_impl(nullptr); }
+  /// Trains to max_iter, snapshots (snapshot_after_train), reports the final loss and tests;
+  /// returns those final test outputs (one list per test net; empty when max_iter is not a
+  /// multiple of test_interval, as Caffe then skips the closing test).
+  std::vector<std::vector<TestOutput<T>>> solve() { return solve_impl(nullptr); }
   /// Restores a solver state first (Caffe's `caffe train --snapshot`).
-  void solve(const std::filesystem::path& resume_file) { solve_impl(&resume_file); }
+  std::vector<std::vector<TestOutput<T>>> solve(const std::filesystem::path& resume_file) {
+    return solve_impl(&resume_file);
+  }
 
   /// Runs `iters` iterations (tests, display and snapshots as configured).
   void step(int iters) {
@@ -476,7 +480,7 @@ class Solver {
     s.write(file, hist);
   }
 
-  void solve_impl(const std::filesystem::path* resume) {
+  std::vector<std::vector<TestOutput<T>>> solve_impl(const std::filesystem::path* resume) {
     log("Solving ", net_->name());
     log("Learning Rate Policy: ", cfg_.lr_policy);
     if (resume) {
@@ -497,6 +501,7 @@ class Solver {
     if (cfg_.test_interval && iter_ % cfg_.test_interval == 0) tested = test_all();
     if (display || !tested.empty()) write_metrics(iter_, display, learning_rate(), tested);
     log("Optimization Done.");
+    return tested;
   }
 
   // Caffe's UpdateSmoothedLoss; the window persists across step() calls (and snapshots).
