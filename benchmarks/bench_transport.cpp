@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <map>
@@ -101,6 +102,13 @@ void socket_peer(int fd) {
   }
 }
 
+// POSEIDON_BENCH_SPIN_US overrides FabricOptions::spin in both processes (for tuning it).
+pd::FabricOptions bench_options() {
+  pd::FabricOptions o;
+  if (const char* s = std::getenv("POSEIDON_BENCH_SPIN_US")) o.spin = std::chrono::microseconds(std::atoll(s));
+  return o;
+}
+
 int peer_main(const pd::Cluster& cluster) {
   try {
     std::thread sock([&] {
@@ -108,7 +116,7 @@ int peer_main(const pd::Cluster& cluster) {
                                           pd::detail::Clock::now() + 120s, "bench peer");
       socket_peer(fd.get());
     });
-    pd::FabricTransport t(cluster);
+    pd::FabricTransport t(cluster, bench_options());
     fabric_peer(t);
     sock.join();
     return 0;
@@ -210,32 +218,51 @@ void latency_sizes(benchmark::internal::Benchmark* b) {
   b->UseRealTime()->MinTime(0.3);
 }
 
-// Remembers every throughput and prints FabricTransport / socket per size at the end.
+double median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
+}
+
+// Remembers every repetition and prints the medians side by side at the end: throughput of
+// FabricTransport (payload CRC on and off) against the socket, and round trips.
 class RatioReporter : public benchmark::ConsoleReporter {
  public:
   void ReportRuns(const std::vector<Run>& runs) override {
     for (const auto& r : runs) {
-      auto it = r.counters.find("bytes_per_second");
-      if (it == r.counters.end() || r.run_type != Run::RT_Iteration) continue;
-      bps_[r.run_name.function_name][std::stoll(r.run_name.args)] = it->second.value;
+      if (r.run_type != Run::RT_Iteration) continue;
+      const std::string name = r.run_name.function_name;
+      const auto arg = r.run_name.args;
+      const long long size = std::stoll(arg.substr(0, arg.find('/')));
+      if (auto it = r.counters.find("bytes_per_second"); it != r.counters.end())
+        bps_[name][size].push_back(it->second.value);
+      if (auto it = r.counters.find("us_per_round_trip"); it != r.counters.end())
+        rtt_[name][size].push_back(it->second.value);
     }
     ConsoleReporter::ReportRuns(runs);
   }
   void Finalize() override {
     ConsoleReporter::Finalize();
-    const auto& sock = bps_["BM_socket_throughput"];
-    std::printf("\n%12s %14s %14s %14s %9s %9s\n", "bytes", "socket GB/s", "fabric GB/s", "fabric-nocrc", "ratio",
-                "ratio-nocrc");
-    for (const auto& [size, s] : sock) {
-      const double f = bps_["BM_fabric_throughput/crc"][size];
-      const double g = bps_["BM_fabric_throughput/nocrc"][size];
-      std::printf("%12lld %14.3f %14.3f %14.3f %8.1f%% %8.1f%%\n", size, s / 1e9, f / 1e9, g / 1e9, 100 * f / s,
+    std::printf("\nthroughput, median of repetitions (GB/s = 1e9 B/s)\n%10s %12s %12s %8s %12s %8s\n", "bytes",
+                "socket", "fabric-crc", "ratio", "fabric-nocrc", "ratio");
+    for (const auto& [size, v] : bps_["BM_socket_throughput"]) {
+      const double s = median(v);
+      const double f = median(bps_["BM_fabric_throughput/crc"][size]);
+      const double g = median(bps_["BM_fabric_throughput/nocrc"][size]);
+      std::printf("%10lld %12.3f %12.3f %7.0f%% %12.3f %7.0f%%\n", size, s / 1e9, f / 1e9, 100 * f / s, g / 1e9,
                   100 * g / s);
+    }
+    std::printf("\nround trip, median of repetitions (us)\n%10s %10s %10s %8s\n", "bytes", "socket", "fabric",
+                "ratio");
+    for (const auto& [size, v] : rtt_["BM_socket_latency"]) {
+      const double s = median(v);
+      const double f = median(rtt_["BM_fabric_latency"][size]);
+      std::printf("%10lld %10.1f %10.1f %7.1fx\n", size, s, f, f / s);
     }
   }
 
  private:
-  std::map<std::string, std::map<long long, double>> bps_;
+  std::map<std::string, std::map<long long, std::vector<double>>> bps_, rtt_;
 };
 
 }  // namespace
@@ -262,7 +289,7 @@ int main(int argc, char** argv) {
   }
   auto [listener, port] = pd::detail::listen_tcp(cluster.master_host, static_cast<std::uint16_t>(cluster.master_port + 1));
   (void)port;
-  g_fabric = std::make_unique<pd::FabricTransport>(cluster);
+  g_fabric = std::make_unique<pd::FabricTransport>(cluster, bench_options());
   g_socket = pd::detail::accept_until(listener.get(), pd::detail::Clock::now() + 120s);
   if (!g_socket) {
     std::fprintf(stderr, "bench: the peer never connected its socket\n");
@@ -273,7 +300,18 @@ int main(int argc, char** argv) {
   benchmark::RegisterBenchmark("BM_fabric_throughput/nocrc", BM_fabric_throughput, false)->Apply(sizes);
   benchmark::RegisterBenchmark("BM_socket_latency", BM_socket_latency)->Apply(latency_sizes);
   benchmark::RegisterBenchmark("BM_fabric_latency", BM_fabric_latency)->Apply(latency_sizes);
-  benchmark::Initialize(&argc, argv);
+  // Repetitions interleaved at random across all benchmarks: on a shared machine the load
+  // drifts, and measuring socket and fabric at different times would compare the drift.
+  std::vector<char*> args(argv, argv + argc);
+  std::string reps = "--benchmark_repetitions=3", shuffle = "--benchmark_enable_random_interleaving=true";
+  bool has_reps = false;
+  for (int i = 1; i < argc; ++i) has_reps |= std::string(argv[i]).starts_with("--benchmark_repetitions");
+  if (!has_reps) {
+    args.push_back(reps.data());
+    args.push_back(shuffle.data());
+  }
+  int nargs = static_cast<int>(args.size());
+  benchmark::Initialize(&nargs, args.data());
   RatioReporter reporter;
   benchmark::RunSpecifiedBenchmarks(&reporter);
   benchmark::Shutdown();
