@@ -2,7 +2,7 @@
 // length, checksums) in front of every message, and the validation every received byte passes.
 #pragma once
 
-#include <poseidon/comm/detail/crc32c.hpp>
+#include <poseidon/core/detail/crc32c.hpp>
 #include <poseidon/core/config.hpp>
 
 #include <array>

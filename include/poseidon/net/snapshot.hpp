@@ -3,6 +3,7 @@
 #pragma once
 
 #include <poseidon/core/config.hpp>
+#include <poseidon/core/detail/crc32c.hpp>
 #include <poseidon/core/error.hpp>
 #include <poseidon/core/shape.hpp>
 #include <poseidon/core/tensor.hpp>
@@ -16,6 +17,7 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <span>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -37,22 +39,9 @@ class ResumableLayer {
 
 namespace detail {
 
-// CRC-32C (Castagnoli), the checksum of iSCSI, ext4 and our wire frames: better error detection
-// than the zlib CRC-32 for the same cost, table-driven so it needs no CPU feature.
+// The snapshot checksum: CRC-32C, the same function that guards wire frames.
 inline std::uint32_t snapshot_crc32c(const void* data, std::size_t n, std::uint32_t crc = 0) {
-  static const auto table = [] {
-    std::array<std::uint32_t, 256> t{};
-    for (std::uint32_t i = 0; i < 256; ++i) {
-      std::uint32_t c = i;
-      for (int k = 0; k < 8; ++k) c = (c & 1u) ? (c >> 1) ^ 0x82F63B78u : c >> 1;
-      t[i] = c;
-    }
-    return t;
-  }();
-  const auto* p = static_cast<const unsigned char*>(data);
-  crc = ~crc;
-  for (std::size_t i = 0; i < n; ++i) crc = table[(crc ^ p[i]) & 0xFFu] ^ (crc >> 8);
-  return ~crc;
+  return crc32c(std::span<const std::byte>(static_cast<const std::byte*>(data), n), crc);
 }
 
 /// Element types of tensor records.

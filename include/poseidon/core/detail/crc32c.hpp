@@ -1,5 +1,5 @@
-// CRC-32C (Castagnoli), the checksum of every wire frame: SSE4.2 instruction on three interleaved
-// streams when the CPU has it (chosen once at run time), portable slicing-by-8 otherwise.
+// CRC-32C (Castagnoli), the checksum of wire frames and snapshots: SSE4.2 instruction on three
+// interleaved streams when the CPU has it (chosen once at run time), portable slicing-by-8 otherwise.
 #pragma once
 // Why three streams: the crc32 instruction has a latency of 3 cycles but issues every cycle, so
 // one dependent chain uses a third of it. Three independent lanes over adjacent blocks keep it
