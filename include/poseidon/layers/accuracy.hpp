@@ -162,3 +162,7 @@ class AccuracyLayer final : public Layer<D, T> {
 POSEIDON_REGISTER_LAYER("Accuracy", AccuracyLayer)
 
 POSEIDON_NAMESPACE_END
+
+#if defined(__CUDACC__) && defined(POSEIDON_WITH_CUDA)
+#include <poseidon/layers/cuda/accuracy.cuh>
+#endif

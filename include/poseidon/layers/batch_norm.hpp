@@ -267,3 +267,7 @@ class BatchNormLayer final : public Layer<D, T> {
 POSEIDON_REGISTER_LAYER("BatchNorm", BatchNormLayer)
 
 POSEIDON_NAMESPACE_END
+
+#if defined(__CUDACC__) && defined(POSEIDON_WITH_CUDA)
+#include <poseidon/layers/cuda/batch_norm.cuh>
+#endif

@@ -127,3 +127,7 @@ class ConcatLayer final : public Layer<D, T> {
 POSEIDON_REGISTER_LAYER("Concat", ConcatLayer)
 
 POSEIDON_NAMESPACE_END
+
+#if defined(__CUDACC__) && defined(POSEIDON_WITH_CUDA)
+#include <poseidon/layers/cuda/concat.cuh>
+#endif

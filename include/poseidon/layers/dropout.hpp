@@ -124,3 +124,7 @@ class DropoutLayer final : public Layer<D, T> {
 POSEIDON_REGISTER_LAYER("Dropout", DropoutLayer)
 
 POSEIDON_NAMESPACE_END
+
+#if defined(__CUDACC__) && defined(POSEIDON_WITH_CUDA)
+#include <poseidon/layers/cuda/dropout.cuh>
+#endif

@@ -183,3 +183,7 @@ class EltwiseLayer final : public Layer<D, T> {
 POSEIDON_REGISTER_LAYER("Eltwise", EltwiseLayer)
 
 POSEIDON_NAMESPACE_END
+
+#if defined(__CUDACC__) && defined(POSEIDON_WITH_CUDA)
+#include <poseidon/layers/cuda/eltwise.cuh>
+#endif

@@ -75,3 +75,7 @@ class EuclideanLossLayer final : public Layer<D, T> {
 POSEIDON_REGISTER_LAYER("EuclideanLoss", EuclideanLossLayer)
 
 POSEIDON_NAMESPACE_END
+
+#if defined(__CUDACC__) && defined(POSEIDON_WITH_CUDA)
+#include <poseidon/layers/cuda/euclidean_loss.cuh>
+#endif

@@ -75,3 +75,7 @@ class FlattenLayer final : public Layer<D, T> {
 POSEIDON_REGISTER_LAYER("Flatten", FlattenLayer)
 
 POSEIDON_NAMESPACE_END
+
+#if defined(__CUDACC__) && defined(POSEIDON_WITH_CUDA)
+#include <poseidon/layers/cuda/flatten.cuh>
+#endif

@@ -145,3 +145,7 @@ class InnerProductLayer final : public Layer<D, T> {
 POSEIDON_REGISTER_LAYER("InnerProduct", InnerProductLayer)
 
 POSEIDON_NAMESPACE_END
+
+#if defined(__CUDACC__) && defined(POSEIDON_WITH_CUDA)
+#include <poseidon/layers/cuda/inner_product.cuh>
+#endif

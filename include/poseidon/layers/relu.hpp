@@ -107,3 +107,7 @@ class ReLULayer final : public Layer<D, T> {
 POSEIDON_REGISTER_LAYER("ReLU", ReLULayer)
 
 POSEIDON_NAMESPACE_END
+
+#if defined(__CUDACC__) && defined(POSEIDON_WITH_CUDA)
+#include <poseidon/layers/cuda/relu.cuh>
+#endif

@@ -135,3 +135,7 @@ class ReshapeLayer final : public Layer<D, T> {
 POSEIDON_REGISTER_LAYER("Reshape", ReshapeLayer)
 
 POSEIDON_NAMESPACE_END
+
+#if defined(__CUDACC__) && defined(POSEIDON_WITH_CUDA)
+#include <poseidon/layers/cuda/reshape.cuh>
+#endif

@@ -230,3 +230,7 @@ class ScaleLayer final : public Layer<D, T> {
 POSEIDON_REGISTER_LAYER("Scale", ScaleLayer)
 
 POSEIDON_NAMESPACE_END
+
+#if defined(__CUDACC__) && defined(POSEIDON_WITH_CUDA)
+#include <poseidon/layers/cuda/scale.cuh>
+#endif

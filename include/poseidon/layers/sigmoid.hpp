@@ -83,3 +83,7 @@ class SigmoidLayer final : public Layer<D, T> {
 POSEIDON_REGISTER_LAYER("Sigmoid", SigmoidLayer)
 
 POSEIDON_NAMESPACE_END
+
+#if defined(__CUDACC__) && defined(POSEIDON_WITH_CUDA)
+#include <poseidon/layers/cuda/sigmoid.cuh>
+#endif

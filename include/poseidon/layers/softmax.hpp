@@ -137,3 +137,7 @@ class SoftmaxLayer final : public Layer<D, T> {
 POSEIDON_REGISTER_LAYER("Softmax", SoftmaxLayer)
 
 POSEIDON_NAMESPACE_END
+
+#if defined(__CUDACC__) && defined(POSEIDON_WITH_CUDA)
+#include <poseidon/layers/cuda/softmax.cuh>
+#endif

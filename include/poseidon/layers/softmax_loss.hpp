@@ -260,3 +260,7 @@ class SoftmaxWithLossLayer final : public Layer<D, T> {
 POSEIDON_REGISTER_LAYER("SoftmaxWithLoss", SoftmaxWithLossLayer)
 
 POSEIDON_NAMESPACE_END
+
+#if defined(__CUDACC__) && defined(POSEIDON_WITH_CUDA)
+#include <poseidon/layers/cuda/softmax_loss.cuh>
+#endif

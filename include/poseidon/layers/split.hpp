@@ -55,3 +55,7 @@ class SplitLayer final : public Layer<D, T> {
 POSEIDON_REGISTER_LAYER("Split", SplitLayer)
 
 POSEIDON_NAMESPACE_END
+
+#if defined(__CUDACC__) && defined(POSEIDON_WITH_CUDA)
+#include <poseidon/layers/cuda/split.cuh>
+#endif

@@ -83,3 +83,7 @@ class TanHLayer final : public Layer<D, T> {
 POSEIDON_REGISTER_LAYER("TanH", TanHLayer)
 
 POSEIDON_NAMESPACE_END
+
+#if defined(__CUDACC__) && defined(POSEIDON_WITH_CUDA)
+#include <poseidon/layers/cuda/tanh.cuh>
+#endif
