@@ -1,0 +1,373 @@
+// Forward and backward of the heavy layers (Convolution, InnerProduct, Pooling, LRN) at AlexNet
+// and LeNet shapes, in GFLOP/s and as a share of the sgemm peak measured in the same run.
+//
+// Environment: POSEIDON_BENCH_THREADS (default "1,2"), POSEIDON_BENCH_ALEXNET_BATCH (default 32),
+// POSEIDON_BENCH_FC_BATCH (AlexNet's fc layers once more at BVLC's training batch, default 256;
+// 0 skips them), POSEIDON_BENCH_MIN_TIME (seconds per benchmark, default 0.05: most iterations
+// are long), POSEIDON_BENCH_REPETITIONS (default 2; the summary keeps each benchmark's best
+// repetition, which filters out the noise of a shared machine). OMP_WAIT_POLICY defaults to
+// passive here (see main).
+#include <benchmark/benchmark.h>
+#include <poseidon/core/context.hpp>
+#include <poseidon/core/message.hpp>
+#include <poseidon/core/tensor.hpp>
+#include <poseidon/layers/convolution.hpp>
+#include <poseidon/layers/inner_product.hpp>
+#include <poseidon/layers/layer.hpp>
+#include <poseidon/layers/lrn.hpp>
+#include <poseidon/layers/pooling.hpp>
+#include <poseidon/math/blas.hpp>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <unistd.h>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace pd = poseidon;
+
+namespace {
+
+using Ctx = pd::DeviceContext<pd::CPU>;
+using Tensor = pd::Tensor<pd::CPU, float>;
+using LayerPtr = std::unique_ptr<pd::Layer<pd::CPU, float>>;
+
+enum class Pass { forward, backward, forward_backward };
+const char* pass_name(Pass p) {
+  return p == Pass::forward ? "fwd" : p == Pass::backward ? "bwd" : "fwd+bwd";
+}
+
+int env_int(const char* name, int fallback) {
+  const char* v = std::getenv(name);
+  return v && *v ? std::atoi(v) : fallback;
+}
+double env_double(const char* name, double fallback) {
+  const char* v = std::getenv(name);
+  return v && *v ? std::atof(v) : fallback;
+}
+std::vector<int> thread_counts() {
+  std::vector<int> out;
+  const char* v = std::getenv("POSEIDON_BENCH_THREADS");
+  std::string s = v && *v ? v : "1,2";
+  std::size_t pos = 0;
+  while (pos < s.size()) {
+    const std::size_t end = s.find(',', pos);
+    const int n = std::atoi(s.substr(pos, end - pos).c_str());
+    if (n > 0) out.push_back(n);
+    if (end == std::string::npos) break;
+    pos = end + 1;
+  }
+  return out.empty() ? std::vector<int>{1} : out;
+}
+
+// A cheap deterministic fill in [-0.5, 0.5): the values do not matter for timing, but they must not
+// be denormal and should not all be equal (MAX pooling would take one branch only).
+void fill_pattern(Tensor& t, std::uint32_t salt) {
+  float* p = t.data();
+  for (std::size_t i = 0; i < t.count(); ++i)
+    p[i] = static_cast<float>((static_cast<std::uint32_t>(i) * 2654435761u + salt) % 1000u) / 1000.0f - 0.5f;
+}
+
+/// One layer on its tensors, set up once and reused by every pass and thread count.
+struct Workload {
+  std::string layer, net, shape;
+  double forward_flops = 0, backward_flops = 0;
+  bool gemm_bound = false;  // conv / ip: compared against the sgemm peak
+  std::function<void(pd::LayerParameter&)> configure;
+  pd::Shape input;
+  LayerPtr instance;
+  Tensor bottom, top;
+  Ctx* ctx = nullptr;
+
+  void prepare(Ctx& c) {
+    ctx = &c;
+    if (instance) return;
+    pd::LayerParameter p(net + "_" + layer, "");
+    p.bottom = {"in"};
+    p.top = {"out"};
+    configure(p);
+    instance = pd::make_layer<pd::CPU, float>(p);
+    bottom.reshape(input);
+    fill_pattern(bottom, 7);
+    instance->setup(c, {&bottom}, {&top});
+    fill_pattern(top, 11);  // top diff is written below; data is overwritten by forward
+    for (auto& b : instance->blobs()) fill_pattern(*b, 13);
+    Tensor dy(top.shape());
+    fill_pattern(dy, 17);
+    top.copy_diff_from_host(dy.data_span());
+    // Warm up: touches every buffer once so page faults are not timed.
+    run(Pass::forward_backward);
+  }
+  void run(Pass pass) {
+    if (pass != Pass::backward) instance->forward(*ctx, {&bottom}, {&top});
+    if (pass != Pass::forward) instance->backward(*ctx, {&top}, {true}, {&bottom});
+  }
+  [[nodiscard]] double flops(Pass pass) const {
+    return pass == Pass::forward ? forward_flops : pass == Pass::backward ? backward_flops : forward_flops + backward_flops;
+  }
+};
+
+std::vector<std::unique_ptr<Workload>>& workloads() {
+  static std::vector<std::unique_ptr<Workload>> w;
+  return w;
+}
+
+std::string dims(std::initializer_list<int> d) {
+  std::string s;
+  for (int x : d) {
+    if (!s.empty()) s += 'x';
+    s += std::to_string(x);
+  }
+  return s;
+}
+
+void add_conv(const std::string& net, const std::string& name, int n, int c, int h, int w, int cout, int k, int stride,
+              int pad, int group) {
+  auto wl = std::make_unique<Workload>();
+  wl->layer = name;
+  wl->net = net;
+  wl->input = pd::Shape{n, c, h, w};
+  const int oh = (h + 2 * pad - k) / stride + 1, ow = (w + 2 * pad - k) / stride + 1;
+  wl->shape = dims({n, c, h, w}) + " -> " + std::to_string(cout) + "x" + std::to_string(c / group) + "x" +
+              std::to_string(k) + "x" + std::to_string(k) + (stride > 1 ? " s" + std::to_string(stride) : "") +
+              (pad ? " p" + std::to_string(pad) : "") + (group > 1 ? " g" + std::to_string(group) : "") + " -> " +
+              std::to_string(oh) + "x" + std::to_string(ow);
+  wl->forward_flops = 2.0 * n * cout * (c / group) * k * k * oh * ow;
+  wl->backward_flops = 2 * wl->forward_flops;  // weight and input gradients
+  wl->gemm_bound = true;
+  wl->configure = [=](pd::LayerParameter& p) {
+    p.type = "Convolution";
+    pd::Message m;
+    m.set("num_output", cout).set("kernel_size", k).set("stride", stride).set("pad", pad).set("group", group);
+    p.with("convolution_param", m);
+  };
+  workloads().push_back(std::move(wl));
+}
+
+void add_ip(const std::string& net, const std::string& name, int n, int k, int out) {
+  auto wl = std::make_unique<Workload>();
+  wl->layer = name;
+  wl->net = net;
+  wl->input = pd::Shape{n, k};
+  wl->shape = dims({n, k}) + " -> " + std::to_string(out);
+  wl->forward_flops = 2.0 * n * k * out;
+  wl->backward_flops = 2 * wl->forward_flops;
+  wl->gemm_bound = true;
+  wl->configure = [=](pd::LayerParameter& p) {
+    p.type = "InnerProduct";
+    pd::Message m;
+    m.set("num_output", out);
+    p.with("inner_product_param", m);
+  };
+  workloads().push_back(std::move(wl));
+}
+
+// Nominal operation counts: one compare or add per window element forward; backward one add per
+// output (MAX) or per window element (AVE).
+void add_pool(const std::string& net, const std::string& name, int n, int c, int h, int w, int k, int stride) {
+  auto wl = std::make_unique<Workload>();
+  wl->layer = name;
+  wl->net = net;
+  wl->input = pd::Shape{n, c, h, w};
+  const int oh = (h - k + stride - 1) / stride + 1, ow = (w - k + stride - 1) / stride + 1;
+  wl->shape = dims({n, c, h, w}) + " MAX " + std::to_string(k) + "x" + std::to_string(k) + " s" +
+              std::to_string(stride) + " -> " + std::to_string(oh) + "x" + std::to_string(ow);
+  wl->forward_flops = double(n) * c * oh * ow * k * k;
+  wl->backward_flops = double(n) * c * oh * ow;
+  wl->configure = [=](pd::LayerParameter& p) {
+    p.type = "Pooling";
+    pd::Message m;
+    m.set_enum("pool", "MAX").set("kernel_size", k).set("stride", stride);
+    p.with("pooling_param", m);
+  };
+  workloads().push_back(std::move(wl));
+}
+
+// Nominal: per element, a square and `size` adds for the region sum, and ~4 for the scale and
+// power forward; backward twice that.
+void add_lrn(const std::string& net, const std::string& name, int n, int c, int h, int w, int size) {
+  auto wl = std::make_unique<Workload>();
+  wl->layer = name;
+  wl->net = net;
+  wl->input = pd::Shape{n, c, h, w};
+  wl->shape = dims({n, c, h, w}) + " ACROSS size " + std::to_string(size);
+  wl->forward_flops = double(n) * c * h * w * (size + 5);
+  wl->backward_flops = 2 * wl->forward_flops;
+  wl->configure = [=](pd::LayerParameter& p) {
+    p.type = "LRN";
+    pd::Message m;
+    m.set("local_size", size).set("alpha", 1e-4).set("beta", 0.75);
+    p.with("lrn_param", m);
+  };
+  workloads().push_back(std::move(wl));
+}
+
+void define_workloads() {
+  const int b = env_int("POSEIDON_BENCH_ALEXNET_BATCH", 32);
+  // BVLC AlexNet (Caffe's bvlc_alexnet/train_val.prototxt).
+  add_conv("alexnet", "conv1", b, 3, 227, 227, 96, 11, 4, 0, 1);
+  add_lrn("alexnet", "norm1", b, 96, 55, 55, 5);
+  add_pool("alexnet", "pool1", b, 96, 55, 55, 3, 2);
+  add_conv("alexnet", "conv2", b, 96, 27, 27, 256, 5, 1, 2, 2);
+  add_lrn("alexnet", "norm2", b, 256, 27, 27, 5);
+  add_pool("alexnet", "pool2", b, 256, 27, 27, 3, 2);
+  add_conv("alexnet", "conv3", b, 256, 13, 13, 384, 3, 1, 1, 1);
+  add_conv("alexnet", "conv4", b, 384, 13, 13, 384, 3, 1, 1, 2);
+  add_conv("alexnet", "conv5", b, 384, 13, 13, 256, 3, 1, 1, 2);
+  add_pool("alexnet", "pool5", b, 256, 13, 13, 3, 2);
+  add_ip("alexnet", "fc6", b, 9216, 4096);
+  add_ip("alexnet", "fc7", b, 4096, 4096);
+  add_ip("alexnet", "fc8", b, 4096, 1000);
+  if (const int fb = env_int("POSEIDON_BENCH_FC_BATCH", 256); fb > 0 && fb != b) {
+    const std::string suffix = "_b" + std::to_string(fb);
+    add_ip("alexnet", "fc6" + suffix, fb, 9216, 4096);
+    add_ip("alexnet", "fc7" + suffix, fb, 4096, 4096);
+    add_ip("alexnet", "fc8" + suffix, fb, 4096, 1000);
+  }
+  // Caffe's LeNet (examples/mnist/lenet_train_test.prototxt), batch 64.
+  add_conv("lenet", "conv1", 64, 1, 28, 28, 20, 5, 1, 0, 1);
+  add_pool("lenet", "pool1", 64, 20, 24, 24, 2, 2);
+  add_conv("lenet", "conv2", 64, 20, 12, 12, 50, 5, 1, 0, 1);
+  add_pool("lenet", "pool2", 64, 50, 8, 8, 2, 2);
+  add_ip("lenet", "ip1", 64, 800, 500);
+  add_ip("lenet", "ip2", 64, 500, 10);
+}
+
+void bm_sgemm_peak(benchmark::State& state, int threads) {
+  Ctx ctx(threads);
+  const int n = static_cast<int>(state.range(0));
+  std::vector<float> a(static_cast<std::size_t>(n) * n), bm(a.size()), c(a.size());
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    a[i] = static_cast<float>(i % 7) * 0.1f;
+    bm[i] = static_cast<float>(i % 5) * 0.1f;
+  }
+  pd::math::gemm(ctx, pd::math::Trans::no, pd::math::Trans::no, n, n, n, 1.0f, a.data(), bm.data(), 0.0f, c.data());
+  for (auto _ : state) {
+    pd::math::gemm(ctx, pd::math::Trans::no, pd::math::Trans::no, n, n, n, 1.0f, a.data(), bm.data(), 0.0f, c.data());
+    benchmark::DoNotOptimize(c.data());
+    benchmark::ClobberMemory();
+  }
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(2.0 * n * n * n * static_cast<double>(state.iterations()) / 1e9, benchmark::Counter::kIsRate);
+  state.counters["threads"] = threads;
+}
+
+void bm_layer(benchmark::State& state, Workload* wl, Pass pass, int threads) {
+  Ctx ctx(threads);
+  wl->prepare(ctx);
+  for (auto _ : state) {
+    wl->run(pass);
+    benchmark::ClobberMemory();
+  }
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(wl->flops(pass) * static_cast<double>(state.iterations()) / 1e9, benchmark::Counter::kIsRate);
+  state.counters["threads"] = threads;
+  state.SetLabel(wl->shape);
+}
+
+/// Adds "%peak" (of the best BM_sgemm_peak at the same thread count) to every run, and keeps the
+/// rows for the summary printed at the end.
+class PeakReporter : public benchmark::ConsoleReporter {
+ public:
+  struct Row {
+    std::string name, label;
+    int threads;
+    double gflops;
+  };
+  void ReportRuns(const std::vector<Run>& reports) override {
+    std::vector<Run> runs = reports;
+    for (auto& r : runs) {
+      if (r.error_occurred || r.run_type != Run::RT_Iteration) continue;
+      const auto g = r.counters.find("GFLOP/s");
+      const auto t = r.counters.find("threads");
+      if (g == r.counters.end() || t == r.counters.end()) continue;
+      const int threads = static_cast<int>(t->second.value);
+      const double gflops = g->second.value;
+      std::string name = r.benchmark_name();
+      // Drop the suffixes every run shares, keep the sgemm size.
+      for (const char* suffix : {"/real_time", "/min_time:", "/repeats:"})
+        if (const auto at = name.find(suffix); at != std::string::npos) {
+          const auto next = name.find('/', at + 1);
+          name.erase(at, next == std::string::npos ? std::string::npos : next - at);
+        }
+      if (name.rfind("BM_sgemm_peak", 0) == 0) {
+        peak_[threads] = std::max(peak_[threads], gflops);
+      } else if (peak_.count(threads)) {
+        r.counters["%peak"] = benchmark::Counter(100.0 * gflops / peak_[threads]);
+      }
+      // Repetitions of one benchmark: keep the best.
+      auto it = std::find_if(rows_.begin(), rows_.end(), [&](const Row& row) { return row.name == name; });
+      if (it == rows_.end())
+        rows_.push_back({name, r.report_label, threads, gflops});
+      else
+        it->gflops = std::max(it->gflops, gflops);
+    }
+    ConsoleReporter::ReportRuns(runs);
+  }
+  void summary() const {
+    std::printf("\nSummary (best repetition; GFLOP/s; %%peak = share of the best BM_sgemm_peak at the same "
+                "thread count in this run)\n");
+    for (const auto& [t, p] : peak_) std::printf("  sgemm peak, %d thread(s): %.1f GFLOP/s\n", t, p);
+    std::printf("  %-40s %-46s %7s %9s %7s\n", "benchmark", "shape", "threads", "GFLOP/s", "%peak");
+    for (const auto& r : rows_) {
+      const auto it = peak_.find(r.threads);
+      const double pct = it != peak_.end() && it->second > 0 ? 100.0 * r.gflops / it->second : 0.0;
+      std::printf("  %-40s %-46s %7d %9.1f %6.1f%%\n", r.name.c_str(), r.label.c_str(), r.threads, r.gflops, pct);
+    }
+  }
+
+ private:
+  std::map<int, double> peak_;
+  std::vector<Row> rows_;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+#if defined(__linux__)
+  // OpenBLAS (pthreads) and our OpenMP loops keep separate thread pools; with GOMP's default
+  // spin-waiting, idle OpenMP workers steal the cores of the next GEMM (2 threads on 2 cores:
+  // conv3 forward 46 -> 86 GFLOP/s with passive waiting). libgomp reads the policy when it loads,
+  // so set it and restart once unless the user chose one.
+  if (!std::getenv("OMP_WAIT_POLICY")) {
+    setenv("OMP_WAIT_POLICY", "passive", 1);
+    execv("/proc/self/exe", argv);  // returns only on failure: then run as we are
+  }
+#endif
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  define_workloads();
+  const double min_time = env_double("POSEIDON_BENCH_MIN_TIME", 0.05);
+  const int repetitions = std::max(1, env_int("POSEIDON_BENCH_REPETITIONS", 2));
+  const auto threads = thread_counts();
+  // The peak first, so that every later row can be put against it.
+  for (int t : threads)
+    benchmark::RegisterBenchmark(("BM_sgemm_peak/threads:" + std::to_string(t)).c_str(), bm_sgemm_peak, t)
+        ->Arg(2048)
+        ->Arg(4096)
+        ->Unit(benchmark::kMillisecond)
+        ->UseRealTime()
+        ->MinTime(min_time)
+        ->Repetitions(repetitions);
+  for (int t : threads)
+    for (auto& wl : workloads())
+      for (Pass pass : {Pass::forward, Pass::backward, Pass::forward_backward}) {
+        const std::string name =
+            "BM_" + wl->net + "_" + wl->layer + "/" + pass_name(pass) + "/threads:" + std::to_string(t);
+        benchmark::RegisterBenchmark(name.c_str(), bm_layer, wl.get(), pass, t)
+            ->Unit(benchmark::kMillisecond)
+            ->UseRealTime()
+            ->MinTime(min_time)
+            ->Repetitions(repetitions);
+      }
+  PeakReporter reporter;
+  benchmark::RunSpecifiedBenchmarks(&reporter);
+  reporter.summary();
+  benchmark::Shutdown();
+  return 0;
+}

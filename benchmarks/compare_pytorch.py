@@ -1,0 +1,141 @@
+#!/usr/bin/env python3
+"""Times a full training step (forward, backward, SGD update) of the same nets, batches and
+thread counts in PyTorch and in Poseidon, interleaved in one run, and prints medians and ratios.
+
+Poseidon's side is the Google Benchmark binary poseidon_bench_train (benchmarks/bench_train.cpp);
+PyTorch's side is built here with the same layers and Caffe's rounding (ceil-mode pooling).
+Needs PyTorch (Debian: python3-torch). Usage:
+
+    benchmarks/compare_pytorch.py [--bench build/benchmarks/poseidon_bench_train] [--rounds 3]
+                                  [--only lenet,cifar10_quick,alexnet] [--markdown]
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+try:
+    import torch
+    import torch.nn as nn
+except ImportError:
+    sys.exit("compare_pytorch.py needs PyTorch: apt-get install python3-torch (then run with /usr/bin/python3)")
+
+
+def lenet():
+    return nn.Sequential(
+        nn.Conv2d(1, 20, 5), nn.MaxPool2d(2, 2, ceil_mode=True),
+        nn.Conv2d(20, 50, 5), nn.MaxPool2d(2, 2, ceil_mode=True),
+        nn.Flatten(), nn.Linear(800, 500), nn.ReLU(inplace=True), nn.Linear(500, 10))
+
+
+def cifar10_quick():
+    return nn.Sequential(
+        nn.Conv2d(3, 32, 5, padding=2), nn.MaxPool2d(3, 2, ceil_mode=True), nn.ReLU(inplace=True),
+        nn.Conv2d(32, 32, 5, padding=2), nn.ReLU(inplace=True), nn.AvgPool2d(3, 2, ceil_mode=True),
+        nn.Conv2d(32, 64, 5, padding=2), nn.ReLU(inplace=True), nn.AvgPool2d(3, 2, ceil_mode=True),
+        nn.Flatten(), nn.Linear(64 * 4 * 4, 64), nn.Linear(64, 10))
+
+
+def alexnet():
+    return nn.Sequential(
+        nn.Conv2d(3, 96, 11, stride=4), nn.ReLU(inplace=True), nn.LocalResponseNorm(5, 1e-4, 0.75, 1.0),
+        nn.MaxPool2d(3, 2, ceil_mode=True),
+        nn.Conv2d(96, 256, 5, padding=2, groups=2), nn.ReLU(inplace=True), nn.LocalResponseNorm(5, 1e-4, 0.75, 1.0),
+        nn.MaxPool2d(3, 2, ceil_mode=True),
+        nn.Conv2d(256, 384, 3, padding=1), nn.ReLU(inplace=True),
+        nn.Conv2d(384, 384, 3, padding=1, groups=2), nn.ReLU(inplace=True),
+        nn.Conv2d(384, 256, 3, padding=1, groups=2), nn.ReLU(inplace=True),
+        nn.MaxPool2d(3, 2, ceil_mode=True),
+        nn.Flatten(), nn.Linear(9216, 4096), nn.ReLU(inplace=True), nn.Dropout(0.5),
+        nn.Linear(4096, 4096), nn.ReLU(inplace=True), nn.Dropout(0.5), nn.Linear(4096, 1000))
+
+
+NETS = {"lenet": (lenet, (1, 28, 28), 10), "cifar10_quick": (cifar10_quick, (3, 32, 32), 10),
+        "alexnet": (alexnet, (3, 227, 227), 1000)}
+CONFIGS = [("lenet", 64, 1), ("lenet", 64, 2), ("cifar10_quick", 100, 1), ("cifar10_quick", 100, 2),
+           ("alexnet", 8, 2), ("alexnet", 32, 2), ("alexnet", 8, 1), ("alexnet", 32, 1)]
+
+
+def torch_step_ms(name, batch, threads, seconds):
+    """Median milliseconds per training step over about `seconds` of steps."""
+    torch.set_num_threads(threads)
+    make, shape, classes = NETS[name]
+    torch.manual_seed(0)
+    model = make()
+    opt = torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.9, weight_decay=0.0005)
+    loss_fn = nn.CrossEntropyLoss()
+    x = torch.randn(batch, *shape)
+    y = torch.randint(0, classes, (batch,))
+
+    def step():
+        opt.zero_grad(set_to_none=False)
+        loss_fn(model(x), y).backward()
+        opt.step()
+
+    for _ in range(2):
+        step()
+    times = []
+    start = time.perf_counter()
+    while len(times) < 3 or (time.perf_counter() - start < seconds and len(times) < 200):
+        t0 = time.perf_counter()
+        step()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def ours_step_ms(bench, name, batch, threads, seconds):
+    flt = f"^BM_train_step/{name}/{batch}/{threads}/"
+    out = subprocess.run([bench, f"--benchmark_filter={flt}", "--benchmark_format=json",
+                          f"--benchmark_min_time={seconds}"],
+                         check=True, capture_output=True, text=True).stdout
+    runs = [b for b in json.loads(out)["benchmarks"] if b.get("run_type") == "iteration"]
+    if not runs:
+        raise SystemExit(f"{bench} ran no benchmark matching {flt}")
+    unit = {"ms": 1.0, "us": 1e-3, "ns": 1e-6, "s": 1e3}[runs[0]["time_unit"]]
+    return runs[0]["real_time"] * unit
+
+
+def main():
+    here = os.path.dirname(os.path.abspath(__file__))
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bench", default=os.path.join(here, "..", "build", "benchmarks", "poseidon_bench_train"))
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds per configuration (medians are reported)")
+    ap.add_argument("--seconds", type=float, default=2.0, help="time per measurement")
+    ap.add_argument("--only", default="", help="comma-separated net names")
+    ap.add_argument("--markdown", action="store_true", help="print the table as markdown")
+    args = ap.parse_args()
+    if not os.access(args.bench, os.X_OK):
+        sys.exit(f"{args.bench} not found: build it first (cmake --build build --target poseidon_bench_train)")
+    configs = [c for c in CONFIGS if not args.only or c[0] in args.only.split(",")]
+    ours = {c: [] for c in configs}
+    theirs = {c: [] for c in configs}
+    print(f"PyTorch {torch.__version__}; {args.rounds} interleaved rounds of ~{args.seconds} s per side", file=sys.stderr)
+    for r in range(args.rounds):
+        for c in configs:
+            # Alternate which side goes first so that neither always runs on a warmer machine.
+            sides = [("torch", theirs), ("ours", ours)] if r % 2 == 0 else [("ours", ours), ("torch", theirs)]
+            for side, store in sides:
+                ms = (torch_step_ms(*c, args.seconds) if side == "torch" else ours_step_ms(args.bench, *c, args.seconds))
+                store[c].append(ms)
+            print(f"round {r + 1}: {c[0]} B{c[1]} T{c[2]}: ours {ours[c][-1]:.1f} ms, PyTorch {theirs[c][-1]:.1f} ms",
+                  file=sys.stderr)
+    rows = []
+    for c in configs:
+        o, t = statistics.median(ours[c]), statistics.median(theirs[c])
+        rows.append((f"{c[0]} B{c[1]}", c[2], o, t, o / t))
+    if args.markdown:
+        print("| net | threads | Poseidon ms/step | PyTorch ms/step | ratio (Poseidon / PyTorch) |")
+        print("|---|---:|---:|---:|---:|")
+        for n, th, o, t, ratio in rows:
+            print(f"| {n} | {th} | {o:.1f} | {t:.1f} | {ratio:.2f} |")
+    else:
+        print(f"{'net':<20}{'threads':>8}{'Poseidon ms':>14}{'PyTorch ms':>14}{'ratio':>8}")
+        for n, th, o, t, ratio in rows:
+            print(f"{n:<20}{th:>8}{o:>14.1f}{t:>14.1f}{ratio:>8.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,374 @@
+#include <doctest/doctest.h>
+#include <poseidon/layers/convolution.hpp>
+
+#include "support/layer_testing.hpp"
+
+#include <string>
+#include <vector>
+
+using namespace poseidon;
+using namespace poseidon::testing;
+
+namespace {
+
+struct ConvCfg {
+  int num_output = 4;
+  int kh = 3, kw = 3;
+  int pad_h = 0, pad_w = 0;
+  int stride_h = 1, stride_w = 1;
+  int dil_h = 1, dil_w = 1;
+  int group = 1;
+  bool bias = true;
+};
+
+Message conv_msg(const ConvCfg& c) {
+  Message m;
+  m.set("num_output", c.num_output).set("bias_term", c.bias).set("group", c.group);
+  m.set("kernel_h", c.kh).set("kernel_w", c.kw);
+  m.set("pad_h", c.pad_h).set("pad_w", c.pad_w);
+  m.set("stride_h", c.stride_h).set("stride_w", c.stride_w);
+  m.set("dilation", c.dil_h).set("dilation", c.dil_w);
+  m.add("weight_filler", Message().set("type", "gaussian").set("std", 0.5));
+  m.add("bias_filler", Message().set("type", "uniform").set("min", -1).set("max", 1));
+  return m;
+}
+
+LayerParameter conv_param(const Message& m, std::string name = "conv") {
+  LayerParameter p(std::move(name), "Convolution");
+  p.bottom = {"data"};
+  p.top = {"conv"};
+  return p.with("convolution_param", m);
+}
+
+LayerParameter conv_param(const ConvCfg& c) { return conv_param(conv_msg(c)); }
+
+/// Direct evaluation of the convolution sum, in double, from Caffe's definition.
+template <class T>
+std::vector<double> reference_conv(const Tensor<CPU, T>& x, const Tensor<CPU, T>& w, const T* bias, const ConvCfg& c) {
+  const int N = x.shape(0), C = x.shape(1), H = x.shape(2), W = x.shape(3);
+  const int OH = (H + 2 * c.pad_h - (c.dil_h * (c.kh - 1) + 1)) / c.stride_h + 1;
+  const int OW = (W + 2 * c.pad_w - (c.dil_w * (c.kw - 1) + 1)) / c.stride_w + 1;
+  const int cg = C / c.group, og = c.num_output / c.group;
+  std::vector<double> y(static_cast<std::size_t>(N * c.num_output * OH * OW), 0.0);
+  for (int n = 0; n < N; ++n)
+    for (int o = 0; o < c.num_output; ++o)
+      for (int oh = 0; oh < OH; ++oh)
+        for (int ow = 0; ow < OW; ++ow) {
+          double s = bias ? double(bias[o]) : 0.0;
+          const int g = o / og;
+          for (int ci = 0; ci < cg; ++ci)
+            for (int i = 0; i < c.kh; ++i)
+              for (int j = 0; j < c.kw; ++j) {
+                const int ih = oh * c.stride_h - c.pad_h + i * c.dil_h;
+                const int iw = ow * c.stride_w - c.pad_w + j * c.dil_w;
+                if (ih < 0 || ih >= H || iw < 0 || iw >= W) continue;
+                s += double(x.data()[x.offset(n, g * cg + ci, ih, iw)]) * double(w.data()[w.offset(o, ci, i, j)]);
+              }
+          y[static_cast<std::size_t>(((n * c.num_output + o) * OH + oh) * OW + ow)] = s;
+        }
+  return y;
+}
+
+template <class T>
+void check_against_reference(const ConvCfg& c, const Shape& in, int batch_samples) {
+  CAPTURE(batch_samples);
+  auto x = random_tensor<T>(in, -1, 1, 11);
+  Tensor<CPU, T> y;
+  ConvolutionLayer<CPU, T> conv(conv_param(c));
+  conv.set_batch_samples(batch_samples);
+  Ctx ctx;
+  conv.setup(ctx, {&x}, {&y});
+  conv.forward(ctx, {&x}, {&y});
+  const auto ref = reference_conv(x, *conv.blobs()[0], c.bias ? conv.blobs()[1]->data() : nullptr, c);
+  REQUIRE(y.count() == ref.size());
+  for (std::size_t i = 0; i < ref.size(); ++i) CHECK(double(y.data()[i]) == doctest::Approx(ref[i]).epsilon(1e-4));
+}
+
+}  // namespace
+
+TEST_CASE_TEMPLATE("Convolution forward matches a hand computation", T, float, double) {
+  // x = 1..9 (3x3), kernel [[1, 0], [0, -1]], bias 0.5, pad 1, stride 2 -> 2x2 output.
+  auto x = tensor_of<T>({1, 1, 3, 3}, {1, 2, 3, 4, 5, 6, 7, 8, 9});
+  Tensor<CPU, T> y;
+  Message m;
+  m.set("num_output", 1).set("kernel_size", 2).set("pad", 1).set("stride", 2);
+  ConvolutionLayer<CPU, T> conv(conv_param(m));
+  Ctx ctx;
+  conv.setup(ctx, {&x}, {&y});
+  REQUIRE(y.shape() == Shape{1, 1, 2, 2});
+  REQUIRE(conv.blobs().size() == 2);
+  CHECK(conv.blobs()[0]->shape() == Shape{1, 1, 2, 2});
+  conv.blobs()[0]->copy_data_from_host(std::vector<T>{1, 0, 0, -1});
+  conv.blobs()[1]->copy_data_from_host(std::vector<T>{0.5});
+  conv.forward(ctx, {&x}, {&y});
+  // Window origins (-1,-1), (-1,1), (1,-1), (1,1): only in-image taps count.
+  CHECK(y.data()[0] == doctest::Approx(-1 + 0.5));      // -x(0,0)
+  CHECK(y.data()[1] == doctest::Approx(-3 + 0.5));      // -x(0,2)
+  CHECK(y.data()[2] == doctest::Approx(-7 + 0.5));      // -x(2,0)
+  CHECK(y.data()[3] == doctest::Approx(5 - 9 + 0.5));   // x(1,1) - x(2,2)
+}
+
+TEST_CASE_TEMPLATE("Convolution with groups and dilation by hand", T, float, double) {
+  // Two groups of one channel each; a 2x2 kernel dilated by 2 reads the corners of a 3x3 window.
+  std::vector<double> v;
+  for (int i = 0; i < 18; ++i) v.push_back(i + 1);
+  auto x = tensor_of<T>({1, 2, 3, 3}, v);
+  Tensor<CPU, T> y;
+  Message m;
+  m.set("num_output", 2).set("kernel_size", 2).set("dilation", 2).set("group", 2).set("bias_term", false);
+  ConvolutionLayer<CPU, T> conv(conv_param(m));
+  Ctx ctx;
+  conv.setup(ctx, {&x}, {&y});
+  REQUIRE(conv.blobs().size() == 1);
+  REQUIRE(conv.blobs()[0]->shape() == Shape{2, 1, 2, 2});
+  conv.blobs()[0]->copy_data_from_host(std::vector<T>{1, 1, 1, 1, 1, 0, 0, -1});
+  conv.forward(ctx, {&x}, {&y});
+  REQUIRE(y.shape() == Shape{1, 2, 1, 1});
+  CHECK(y.data()[0] == doctest::Approx(1 + 3 + 7 + 9));  // corners of channel 0
+  CHECK(y.data()[1] == doctest::Approx(10 - 18));        // corners of channel 1, weights +1 and -1
+}
+
+TEST_CASE_TEMPLATE("Convolution forward matches the definition", T, float, double) {
+  struct Case {
+    const char* name;
+    ConvCfg cfg;
+    Shape in;
+  };
+  const std::vector<Case> cases = {
+      {"3x3 plain", {4, 3, 3}, Shape{3, 2, 6, 5}},
+      {"pad and stride", {3, 3, 3, 1, 1, 2, 2}, Shape{2, 3, 7, 7}},
+      {"rectangular kernel, asymmetric pad/stride", {5, 2, 4, 2, 0, 1, 3}, Shape{3, 2, 6, 9}},
+      {"dilation", {2, 3, 3, 2, 2, 1, 1, 2, 3}, Shape{2, 2, 9, 10}},
+      {"groups", {6, 3, 3, 1, 1, 1, 1, 1, 1, 3}, Shape{3, 6, 5, 5}},
+      {"no bias", {4, 2, 2, 0, 0, 1, 1, 1, 1, 2, false}, Shape{2, 4, 4, 4}},
+      {"1x1 direct", {5, 1, 1}, Shape{4, 3, 3, 4}},
+      {"1x1 with groups", {4, 1, 1, 0, 0, 1, 1, 1, 1, 2}, Shape{3, 4, 3, 3}},
+      {"1x1 with stride", {3, 1, 1, 0, 0, 2, 2}, Shape{2, 3, 5, 5}},
+      {"kernel as large as the padded input", {2, 5, 5, 1, 1}, Shape{2, 2, 3, 3}},
+  };
+  for (const auto& c : cases) {
+    CAPTURE(std::string(c.name));
+    for (int batch : {0, 1, 2, 5}) check_against_reference<T>(c.cfg, c.in, batch);
+  }
+}
+
+TEST_CASE_TEMPLATE("Convolution gradients", T, float, double) {
+  struct Case {
+    const char* name;
+    ConvCfg cfg;
+    Shape in;
+    int batch;
+  };
+  const std::vector<Case> cases = {
+      {"plain, batched", {3, 3, 3}, Shape{2, 2, 5, 5}, 0},
+      {"plain, one sample at a time", {3, 3, 3}, Shape{2, 2, 5, 5}, 1},
+      {"pad, stride, uneven batches", {2, 3, 2, 1, 0, 2, 1}, Shape{3, 2, 5, 6}, 2},
+      {"dilation", {2, 2, 2, 1, 1, 1, 1, 2, 2}, Shape{2, 2, 5, 5}, 0},
+      {"groups, no bias", {4, 3, 3, 1, 1, 1, 1, 1, 1, 2, false}, Shape{2, 4, 4, 4}, 0},
+      {"overlapping strided windows", {2, 3, 3, 1, 1, 2, 2}, Shape{2, 2, 7, 7}, 0},
+      {"one channel, one sample per batch (col2im in row bands)", {2, 3, 3, 1, 1, 2, 2}, Shape{2, 1, 7, 7}, 1},
+      {"one channel, tall kernel, stride 3", {2, 4, 2, 2, 0, 3, 1}, Shape{1, 1, 9, 4}, 1},
+      {"1x1 direct", {3, 1, 1}, Shape{2, 4, 3, 3}, 1},
+      {"1x1 batched", {3, 1, 1, 0, 0, 1, 1, 1, 1, 1}, Shape{2, 4, 3, 3}, 0},
+  };
+  for (const auto& c : cases) {
+    CAPTURE(std::string(c.name));
+    auto x = random_tensor<T>(c.in, -1, 1, 5);
+    Tensor<CPU, T> y;
+    ConvolutionLayer<CPU, T> conv(conv_param(c.cfg));
+    conv.set_batch_samples(c.batch);
+    expect_gradients(conv, {&x}, {&y});
+  }
+}
+
+TEST_CASE_TEMPLATE("Convolution follows a bottom that grows after setup", T, float, double) {
+  ConvCfg c{3, 3, 3, 1, 1};
+  auto small = random_tensor<T>({1, 2, 4, 4}, -1, 1, 1);
+  auto big = random_tensor<T>({6, 2, 5, 6}, -1, 1, 2);
+  Tensor<CPU, T> y;
+  ConvolutionLayer<CPU, T> conv(conv_param(c));
+  Ctx ctx;
+  conv.setup(ctx, {&small}, {&y});
+  conv.forward(ctx, {&small}, {&y});
+  conv.forward(ctx, {&big}, {&y});
+  CHECK(conv.batch_samples() == 6);
+  REQUIRE(y.shape() == Shape{6, 3, 5, 6});
+  const auto ref = reference_conv(big, *conv.blobs()[0], conv.blobs()[1]->data(), c);
+  for (std::size_t i = 0; i < ref.size(); ++i) CHECK(double(y.data()[i]) == doctest::Approx(ref[i]).epsilon(1e-4));
+}
+
+TEST_CASE_TEMPLATE("Convolution with two bottoms shares its weights", T, float, double) {
+  ConvCfg c{3, 3, 3, 1, 1};
+  auto a = random_tensor<T>({2, 2, 4, 4}, -1, 1, 1);
+  auto b = random_tensor<T>({2, 2, 4, 4}, -1, 1, 2);
+  Tensor<CPU, T> ya, yb;
+  LayerParameter p = conv_param(c);
+  p.bottom = {"a", "b"};
+  p.top = {"ya", "yb"};
+  ConvolutionLayer<CPU, T> conv(p);
+  Ctx ctx;
+  conv.setup(ctx, {&a, &b}, {&ya, &yb});
+  conv.forward(ctx, {&a, &b}, {&ya, &yb});
+  const auto rb = reference_conv(b, *conv.blobs()[0], conv.blobs()[1]->data(), c);
+  for (std::size_t i = 0; i < rb.size(); ++i) CHECK(double(yb.data()[i]) == doctest::Approx(rb[i]).epsilon(1e-4));
+  ConvolutionLayer<CPU, T> conv2(p);
+  expect_gradients(conv2, {&a, &b}, {&ya, &yb});
+}
+
+TEST_CASE_TEMPLATE("Convolution backward: batching, accumulation and propagate flags", T, float, double) {
+  ConvCfg c{4, 3, 3, 1, 1, 1, 1, 1, 1, 2};
+  auto x = random_tensor<T>({5, 4, 6, 6}, -1, 1, 3);
+  auto dy = random_tensor<T>({5, 4, 6, 6}, -1, 1, 4);
+  Ctx ctx;
+  auto run = [&](int batch, int times, bool prop) {
+    Tensor<CPU, T> y;
+    auto xx = x.clone();
+    ConvolutionLayer<CPU, T> conv(conv_param(c));
+    conv.set_batch_samples(batch);
+    conv.setup(ctx, {&xx}, {&y});
+    // Same weights for every run: the filler draws from the context's RNG.
+    auto w = random_tensor<T>(conv.blobs()[0]->shape(), -1, 1, 8);
+    conv.blobs()[0]->copy_data_from_host(w.data_span());
+    conv.forward(ctx, {&xx}, {&y});
+    y.copy_diff_from_host(dy.data_span());
+    xx.zero_diff();
+    for (int t = 0; t < times; ++t) conv.backward(ctx, {&y}, {prop}, {&xx});
+    return std::vector<std::vector<T>>{conv.blobs()[0]->diff_to_host(), conv.blobs()[1]->diff_to_host(),
+                                       xx.diff_to_host()};
+  };
+  const auto one = run(1, 1, true);
+  const auto batched = run(3, 1, true);
+  const auto twice = run(0, 2, true);
+  const auto no_prop = run(0, 1, false);
+  for (std::size_t k = 0; k < 3; ++k)
+    for (std::size_t i = 0; i < one[k].size(); ++i) {
+      CHECK(double(batched[k][i]) == doctest::Approx(double(one[k][i])).epsilon(1e-4));
+      // Parameter gradients accumulate; the bottom gradient is overwritten.
+      CHECK(double(twice[k][i]) == doctest::Approx(double(one[k][i]) * (k < 2 ? 2 : 1)).epsilon(1e-4));
+    }
+  for (T v : no_prop[2]) CHECK(v == T(0));
+  for (std::size_t i = 0; i < one[0].size(); ++i) CHECK(double(no_prop[0][i]) == doctest::Approx(double(one[0][i])).epsilon(1e-4));
+}
+
+TEST_CASE("Convolution reads Caffe's parameter forms") {
+  Ctx ctx;
+  auto x = random_tensor<float>({1, 2, 9, 8});
+  Tensor<CPU, float> y;
+  SUBCASE("two kernel_size values are height and width") {
+    Message m;
+    m.set("num_output", 3).set("kernel_size", 3).set("kernel_size", 2).set("stride", 2).set("stride", 1).set("pad", 1);
+    ConvolutionLayer<CPU, float> conv(conv_param(m));
+    conv.setup(ctx, {&x}, {&y});
+    CHECK(conv.blobs()[0]->shape() == Shape{3, 2, 3, 2});
+    CHECK(y.shape() == Shape{1, 3, 5, 9});
+  }
+  SUBCASE("kernel_h/kernel_w, pad_h/pad_w, stride_h/stride_w") {
+    Message m;
+    m.set("num_output", 1).set("kernel_h", 1).set("kernel_w", 3).set("pad_h", 2).set("stride_h", 3).set("stride_w", 2);
+    ConvolutionLayer<CPU, float> conv(conv_param(m));
+    conv.setup(ctx, {&x}, {&y});
+    CHECK(y.shape() == Shape{1, 1, 5, 3});
+    const auto& cp = conv.convolution_param();
+    CHECK(cp.pad_w == 0);
+    CHECK(cp.dilation_h == 1);
+  }
+  SUBCASE("engine is accepted, reshape follows the bottom") {
+    Message m;
+    m.set("num_output", 2).set("kernel_size", 3).set_enum("engine", "CAFFE");
+    ConvolutionLayer<CPU, float> conv(conv_param(m));
+    conv.setup(ctx, {&x}, {&y});
+    auto x2 = random_tensor<float>({4, 2, 5, 5});
+    conv.forward(ctx, {&x2}, {&y});
+    CHECK(y.shape() == Shape{4, 2, 3, 3});
+  }
+  SUBCASE("registry") {
+    Message m;
+    m.set("num_output", 2).set("kernel_size", 3);
+    auto layer = make_layer<CPU, double>(conv_param(m));
+    CHECK(layer->type() == "Convolution");
+  }
+}
+
+TEST_CASE("Convolution rejects bad configuration") {
+  Ctx ctx;
+  auto x = random_tensor<float>({2, 4, 5, 5});
+  Tensor<CPU, float> y;
+  auto setup_error = [&](const Message& m, const char* what) {
+    ConvolutionLayer<CPU, float> a(conv_param(m, "conv7")), b(conv_param(m, "conv7"));
+    CHECK_THROWS_WITH_AS(a.setup(ctx, {&x}, {&y}), doctest::Contains(what), Error);
+    CHECK_THROWS_WITH_AS(b.setup(ctx, {&x}, {&y}), doctest::Contains("layer 'conv7' (Convolution)"), Error);
+  };
+  auto base = [] {
+    Message m;
+    m.set("num_output", 4);
+    return m;
+  };
+  SUBCASE("zero stride") { setup_error(base().set("kernel_size", 3).set("stride", 0), "stride must be positive"); }
+  SUBCASE("zero kernel") { setup_error(base().set("kernel_size", 0), "kernel_size must be positive"); }
+  SUBCASE("negative kernel") { setup_error(base().set("kernel_h", -1).set("kernel_w", 2), "kernel_size must be positive"); }
+  SUBCASE("negative pad") { setup_error(base().set("kernel_size", 3).set("pad", -1), "pad must be non-negative"); }
+  SUBCASE("zero dilation") { setup_error(base().set("kernel_size", 3).set("dilation", 0), "dilation must be positive"); }
+  SUBCASE("kernel larger than padded input") {
+    setup_error(base().set("kernel_size", 8).set("pad", 1), "larger than the padded input 7x7");
+  }
+  SUBCASE("dilated kernel larger than input") {
+    setup_error(base().set("kernel_size", 3).set("dilation", 3), "dilated extent 7x7");
+  }
+  SUBCASE("group does not divide channels") {
+    setup_error(base().set("kernel_size", 3).set("group", 3).set("num_output", 3), "does not divide the 4 input channels");
+  }
+  SUBCASE("group does not divide num_output") {
+    setup_error(base().set("kernel_size", 3).set("group", 2).set("num_output", 3), "does not divide num_output 3");
+  }
+  SUBCASE("zero group") { setup_error(base().set("kernel_size", 3).set("group", 0), "group must be positive"); }
+  SUBCASE("zero num_output") { setup_error(base().set("kernel_size", 3).set("num_output", 0), "num_output must be positive"); }
+  SUBCASE("axis other than 1") { setup_error(base().set("kernel_size", 3).set("axis", 2), "axis 2 is not supported"); }
+  SUBCASE("force_nd_im2col") {
+    setup_error(base().set("kernel_size", 3).set("force_nd_im2col", true), "force_nd_im2col is not supported");
+  }
+  SUBCASE("bottom not 4-d") {
+    Message m = base().set("kernel_size", 1);
+    ConvolutionLayer<CPU, float> conv(conv_param(m));
+    auto x3 = random_tensor<float>({2, 4, 5});
+    CHECK_THROWS_WITH_AS(conv.setup(ctx, {&x3}, {&y}), doctest::Contains("expected 4 axes"), Error);
+  }
+  SUBCASE("input shrinks below the kernel after setup") {
+    ConvolutionLayer<CPU, float> conv(conv_param(base().set("kernel_size", 5)));
+    conv.setup(ctx, {&x}, {&y});
+    auto small = random_tensor<float>({2, 4, 4, 5});
+    CHECK_THROWS_WITH_AS(conv.forward(ctx, {&small}, {&y}), doctest::Contains("larger than the padded input"), Error);
+  }
+  SUBCASE("channel count changes after setup") {
+    ConvolutionLayer<CPU, float> conv(conv_param(base().set("kernel_size", 3)));
+    conv.setup(ctx, {&x}, {&y});
+    auto x2 = random_tensor<float>({2, 3, 5, 5});
+    CHECK_THROWS_WITH_AS(conv.forward(ctx, {&x2}, {&y}), doctest::Contains("the weights expect 4"), Error);
+  }
+  SUBCASE("bottoms of different shapes") {
+    LayerParameter p = conv_param(base().set("kernel_size", 3));
+    ConvolutionLayer<CPU, float> conv(p);
+    auto x2 = random_tensor<float>({2, 4, 6, 5});
+    Tensor<CPU, float> y2;
+    CHECK_THROWS_WITH_AS(conv.setup(ctx, {&x, &x2}, {&y, &y2}), doctest::Contains("all bottoms must match"), Error);
+  }
+  SUBCASE("more tops than bottoms") {
+    ConvolutionLayer<CPU, float> conv(conv_param(base().set("kernel_size", 3)));
+    Tensor<CPU, float> y2;
+    CHECK_THROWS_WITH_AS(conv.setup(ctx, {&x}, {&y, &y2}), doctest::Contains("as many tops as bottoms"), Error);
+  }
+  SUBCASE("parse errors name the layer") {
+    auto parse_error = [](const Message& m, const char* what) {
+      CHECK_THROWS_WITH_AS((ConvolutionLayer<CPU, float>{conv_param(m, "conv7")}), doctest::Contains(what), Error);
+      CHECK_THROWS_WITH_AS((ConvolutionLayer<CPU, float>{conv_param(m, "conv7")}), doctest::Contains("conv7"), Error);
+    };
+    parse_error(base(), "kernel_size (or kernel_h and kernel_w) is required");
+    parse_error(base().set("kernel_size", 3).set("kernel_h", 3).set("kernel_w", 3), "not both");
+    parse_error(base().set("kernel_h", 3), "kernel_h and kernel_w must be given together");
+    parse_error(base().set("kernel_size", 3).set("pad", 1).set("pad_h", 1), "either pad or pad_h/pad_w");
+    parse_error(base().set("kernel_size", 3).set("kernel_size", 3).set("kernel_size", 3), "takes 1 (both axes) or 2");
+    parse_error(base().set("kernel_size", 3).set("kernel", 3), "unknown field 'kernel'");
+    Message no_num;
+    no_num.set("kernel_size", 3);
+    parse_error(no_num, "missing required field 'num_output'");
+  }
+}

@@ -1,0 +1,298 @@
+#include <doctest/doctest.h>
+#include <poseidon/layers/pooling.hpp>
+
+#include "support/layer_testing.hpp"
+
+#include <algorithm>
+#include <numeric>
+#include <string>
+#include <vector>
+
+using namespace poseidon;
+using namespace poseidon::testing;
+
+namespace {
+
+LayerParameter pool_param(const Message& m, std::string name = "pool") {
+  LayerParameter p(std::move(name), "Pooling");
+  p.bottom = {"data"};
+  p.top = {"pool"};
+  return p.with("pooling_param", m);
+}
+
+Message pool_msg(const char* method, int kernel, int stride = 1, int pad = 0) {
+  Message m;
+  m.set_enum("pool", method).set("kernel_size", kernel).set("stride", stride).set("pad", pad);
+  return m;
+}
+
+/// Distinct values spaced 0.1 apart in a shuffled order, so that a finite-difference step of
+/// 1e-2 never changes which element of a window is the maximum.
+template <class T>
+Tensor<CPU, T> distinct_tensor(const Shape& s, std::uint64_t seed = 3) {
+  Tensor<CPU, T> t(s);
+  std::vector<int> perm(t.count());
+  std::iota(perm.begin(), perm.end(), 0);
+  Rng r(seed);
+  for (std::size_t i = perm.size(); i > 1; --i)
+    std::swap(perm[i - 1], perm[static_cast<std::size_t>(r.uniform<double>(0.0, 1.0) * double(i)) % i]);
+  const double mid = double(t.count()) / 2;
+  for (std::size_t i = 0; i < t.count(); ++i) t.data()[i] = static_cast<T>((perm[i] - mid) * 0.1);
+  return t;
+}
+
+}  // namespace
+
+TEST_CASE_TEMPLATE("Pooling MAX forward by hand, with the mask top", T, float, double) {
+  // Caffe's test input: a 3x5 plane, 2x2 windows, stride 1 -> 2x4.
+  auto x = tensor_of<T>({1, 2, 3, 5}, {1, 2, 5, 2, 3, 9, 4, 1, 4, 8, 1, 2, 5, 2, 3,    // channel 0
+                                       -1, -2, -5, -2, -3, -9, -4, -1, -4, -8, -1, -2, -5, -2, -3});
+  Tensor<CPU, T> y, mask;
+  LayerParameter p = pool_param(pool_msg("MAX", 2));
+  p.top = {"pool", "mask"};
+  PoolingLayer<CPU, T> pool(p);
+  Ctx ctx;
+  pool.setup(ctx, {&x}, {&y, &mask});
+  REQUIRE(y.shape() == Shape{1, 2, 2, 4});
+  REQUIRE(mask.shape() == y.shape());
+  pool.forward(ctx, {&x}, {&y, &mask});
+  const std::vector<double> expected = {9, 5, 5, 8, 9, 5, 5, 8, -1, -1, -1, -2, -1, -1, -1, -2};
+  const std::vector<double> where = {5, 2, 2, 9, 5, 12, 12, 9, 0, 7, 7, 3, 10, 7, 7, 13};
+  for (std::size_t i = 0; i < expected.size(); ++i) {
+    CAPTURE(i);
+    CHECK(double(y.data()[i]) == expected[i]);
+    CHECK(double(mask.data()[i]) == where[i]);
+    CHECK(pool.argmax().data()[i] == int(where[i]));
+  }
+  // Backward routes each top gradient to its argmax; shared maxima add up.
+  for (std::size_t i = 0; i < y.count(); ++i) y.diff()[i] = T(1);
+  pool.backward(ctx, {&y, &mask}, {true}, {&x});
+  const std::vector<double> dx0 = {0, 0, 2, 0, 0, 2, 0, 0, 0, 2, 0, 0, 2, 0, 0};
+  for (std::size_t i = 0; i < dx0.size(); ++i) CHECK(double(x.diff()[i]) == dx0[i]);
+  // Ties go to the first maximum in row-major order, as in Caffe.
+  auto ties = tensor_of<T>({1, 1, 2, 3}, {1, 3, 3, 3, 3, 0});
+  Tensor<CPU, T> ty;
+  PoolingLayer<CPU, T> tie_pool(pool_param(pool_msg("MAX", 2)));
+  tie_pool.setup(ctx, {&ties}, {&ty});
+  tie_pool.forward(ctx, {&ties}, {&ty});
+  CHECK(tie_pool.argmax().data()[0] == 1);
+  CHECK(tie_pool.argmax().data()[1] == 1);
+}
+
+TEST_CASE_TEMPLATE("Pooling AVE forward by hand: padding counts in the divisor", T, float, double) {
+  // 3x3 plane 1..9, 3x3 windows, stride 2, pad 1 -> 2x2; every window has 9 padded cells.
+  auto x = tensor_of<T>({1, 1, 3, 3}, {1, 2, 3, 4, 5, 6, 7, 8, 9});
+  Tensor<CPU, T> y;
+  PoolingLayer<CPU, T> pool(pool_param(pool_msg("AVE", 3, 2, 1)));
+  Ctx ctx;
+  pool.setup(ctx, {&x}, {&y});
+  REQUIRE(y.shape() == Shape{1, 1, 2, 2});
+  pool.forward(ctx, {&x}, {&y});
+  CHECK(y.data()[0] == doctest::Approx((1 + 2 + 4 + 5) / 9.0));
+  CHECK(y.data()[1] == doctest::Approx((2 + 3 + 5 + 6) / 9.0));
+  CHECK(y.data()[2] == doctest::Approx((4 + 5 + 7 + 8) / 9.0));
+  CHECK(y.data()[3] == doctest::Approx((5 + 6 + 8 + 9) / 9.0));
+  // A window reaching past the padded border divides by its part inside it: 4x4 input,
+  // 3x3 windows, stride 2, no pad: ceil((4-3)/2)+1 = 2; the last window covers 2 rows/cols.
+  auto x4 = tensor_of<T>({1, 1, 4, 4}, {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16});
+  PoolingLayer<CPU, T> pool4(pool_param(pool_msg("AVE", 3, 2)));
+  pool4.setup(ctx, {&x4}, {&y});
+  pool4.forward(ctx, {&x4}, {&y});
+  REQUIRE(y.shape() == Shape{1, 1, 2, 2});
+  CHECK(y.data()[0] == doctest::Approx((1 + 2 + 3 + 5 + 6 + 7 + 9 + 10 + 11) / 9.0));
+  CHECK(y.data()[1] == doctest::Approx((3 + 4 + 7 + 8 + 11 + 12) / 6.0));
+  CHECK(y.data()[3] == doctest::Approx((11 + 12 + 15 + 16) / 4.0));
+  // Backward spreads each gradient over its window with the same divisor.
+  for (std::size_t i = 0; i < 4; ++i) y.diff()[i] = T(1);
+  pool4.backward(ctx, {&y}, {true}, {&x4});
+  CHECK(x4.diff()[0] == doctest::Approx(1 / 9.0));
+  CHECK(x4.diff()[2] == doctest::Approx(1 / 9.0 + 1 / 6.0));
+  CHECK(x4.diff()[10] == doctest::Approx(1 / 9.0 + 1 / 6.0 + 1 / 6.0 + 1 / 4.0));
+  CHECK(x4.diff()[15] == doctest::Approx(1 / 4.0));
+}
+
+TEST_CASE("Pooling output size: CEIL, FLOOR and the last-window clip") {
+  Ctx ctx;
+  auto shape_of = [&](const Message& m, const Shape& in) {
+    auto x = random_tensor<float>(in);
+    Tensor<CPU, float> y;
+    PoolingLayer<CPU, float> pool(pool_param(m));
+    pool.setup(ctx, {&x}, {&y});
+    pool.forward(ctx, {&x}, {&y});
+    return y.shape();
+  };
+  // AlexNet pool1: 55 -> 27 with 3x3 stride 2.
+  CHECK(shape_of(pool_msg("MAX", 3, 2), Shape{1, 1, 55, 55}) == Shape{1, 1, 27, 27});
+  // ceil((6 + 2 - 3) / 2) + 1 = 4, and the last window starts at 6 - 1 = 5 < 6 + 1: kept.
+  CHECK(shape_of(pool_msg("MAX", 3, 2, 1), Shape{1, 1, 6, 6}) == Shape{1, 1, 4, 4});
+  // ceil((5 + 2 - 2) / 2) + 1 = 4, but window 3 starts at 6 >= 5 + 1: clipped to 3.
+  CHECK(shape_of(pool_msg("AVE", 2, 2, 1), Shape{1, 1, 5, 5}) == Shape{1, 1, 3, 3});
+  // FLOOR: floor((6 - 3) / 2) + 1 = 2 instead of 3.
+  Message floor = pool_msg("MAX", 3, 2);
+  floor.set_enum("round_mode", "FLOOR");
+  CHECK(shape_of(floor, Shape{2, 3, 6, 7}) == Shape{2, 3, 2, 3});
+  CHECK(shape_of(pool_msg("MAX", 3, 2), Shape{2, 3, 6, 7}) == Shape{2, 3, 3, 3});
+  // Rectangular kernel and stride.
+  Message rect;
+  rect.set("kernel_h", 2).set("kernel_w", 3).set("stride_h", 1).set("stride_w", 2);
+  CHECK(shape_of(rect, Shape{1, 2, 4, 7}) == Shape{1, 2, 3, 3});
+}
+
+TEST_CASE_TEMPLATE("Pooling global", T, float, double) {
+  auto x = tensor_of<T>({1, 2, 2, 3}, {1, 7, 3, 4, 5, 6, -1, -2, -3, -4, -5, -6});
+  Tensor<CPU, T> y;
+  Ctx ctx;
+  for (const char* method : {"MAX", "AVE"}) {
+    Message m;
+    m.set_enum("pool", method).set("global_pooling", true);
+    PoolingLayer<CPU, T> pool(pool_param(m));
+    pool.setup(ctx, {&x}, {&y});
+    pool.forward(ctx, {&x}, {&y});
+    REQUIRE(y.shape() == Shape{1, 2, 1, 1});
+    if (std::string(method) == "MAX") {
+      CHECK(y.data()[0] == T(7));
+      CHECK(y.data()[1] == T(-1));
+    } else {
+      CHECK(y.data()[0] == doctest::Approx(26 / 6.0));
+      CHECK(y.data()[1] == doctest::Approx(-21 / 6.0));
+    }
+    // The kernel follows the bottom on reshape.
+    auto big = random_tensor<T>({3, 2, 4, 5});
+    pool.forward(ctx, {&big}, {&y});
+    CHECK(y.shape() == Shape{3, 2, 1, 1});
+  }
+}
+
+TEST_CASE_TEMPLATE("Pooling gradients", T, float, double) {
+  struct Case {
+    const char* name;
+    Message msg;
+    Shape in;
+  };
+  Message global_max, global_ave, rect;
+  global_max.set_enum("pool", "MAX").set("global_pooling", true);
+  global_ave.set_enum("pool", "AVE").set("global_pooling", true);
+  rect.set_enum("pool", "AVE").set("kernel_h", 3).set("kernel_w", 2).set("stride_h", 2).set("stride_w", 1);
+  rect.set("pad_h", 1).set("pad_w", 0);
+  Message floor = pool_msg("MAX", 3, 2);
+  floor.set_enum("round_mode", "FLOOR");
+  const std::vector<Case> cases = {
+      {"MAX 2x2 s2", pool_msg("MAX", 2, 2), Shape{2, 2, 4, 5}},
+      {"MAX 3x3 s2 (overlapping, ceil)", pool_msg("MAX", 3, 2), Shape{2, 2, 6, 7}},
+      {"MAX 3x3 s2 pad 1", pool_msg("MAX", 3, 2, 1), Shape{1, 2, 5, 6}},
+      {"MAX floor", floor, Shape{1, 2, 6, 7}},
+      {"MAX global", global_max, Shape{2, 3, 3, 4}},
+      {"AVE 3x3 s2", pool_msg("AVE", 3, 2), Shape{2, 2, 6, 7}},
+      {"AVE 3x3 s1 pad 1", pool_msg("AVE", 3, 1, 1), Shape{1, 2, 4, 5}},
+      {"AVE rectangular", rect, Shape{1, 2, 5, 4}},
+      {"AVE global", global_ave, Shape{2, 2, 3, 3}},
+  };
+  for (const auto& c : cases) {
+    CAPTURE(std::string(c.name));
+    auto x = distinct_tensor<T>(c.in);
+    Tensor<CPU, T> y;
+    PoolingLayer<CPU, T> pool(pool_param(c.msg));
+    expect_gradients(pool, {&x}, {&y});
+  }
+  SUBCASE("MAX with the mask top") {
+    auto x = distinct_tensor<T>({2, 2, 5, 5});
+    Tensor<CPU, T> y, mask;
+    LayerParameter p = pool_param(pool_msg("MAX", 3, 2));
+    p.top = {"pool", "mask"};
+    PoolingLayer<CPU, T> pool(p);
+    expect_gradients(pool, {&x}, {&y, &mask});
+  }
+}
+
+TEST_CASE_TEMPLATE("Pooling with a kernel smaller than the stride leaves empty windows at 0", T, float, double) {
+  // Caffe's shape rule gives ceil((5 - 1) / 3) + 1 = 3 windows starting at 0, 3 and 6; the last
+  // one lies outside the image: it must read nothing and output 0.
+  auto x = distinct_tensor<T>({1, 1, 5, 5});
+  Ctx ctx;
+  for (const char* method : {"MAX", "AVE"}) {
+    Tensor<CPU, T> y;
+    PoolingLayer<CPU, T> pool(pool_param(pool_msg(method, 1, 3)));
+    pool.setup(ctx, {&x}, {&y});
+    pool.forward(ctx, {&x}, {&y});
+    REQUIRE(y.shape() == Shape{1, 1, 3, 3});
+    CHECK(y.data()[0] == x.data()[0]);
+    CHECK(y.data()[4] == x.data()[18]);
+    CHECK(y.data()[2] == T(0));
+    CHECK(y.data()[8] == T(0));
+    for (std::size_t i = 0; i < y.count(); ++i) y.diff()[i] = T(1);
+    pool.backward(ctx, {&y}, {true}, {&x});
+    CHECK(x.diff()[18] == T(1));
+    CHECK(x.diff()[1] == T(0));
+  }
+}
+
+TEST_CASE("Pooling rejects bad configuration") {
+  Ctx ctx;
+  auto x = random_tensor<float>({2, 3, 5, 5});
+  Tensor<CPU, float> y;
+  auto setup_error = [&](const Message& m, const char* what) {
+    PoolingLayer<CPU, float> a(pool_param(m, "pool9")), b(pool_param(m, "pool9"));
+    CHECK_THROWS_WITH_AS(a.setup(ctx, {&x}, {&y}), doctest::Contains(what), Error);
+    CHECK_THROWS_WITH_AS(b.setup(ctx, {&x}, {&y}), doctest::Contains("layer 'pool9' (Pooling)"), Error);
+  };
+  SUBCASE("pad >= kernel") { setup_error(pool_msg("MAX", 3, 1, 3), "must be smaller than kernel_size"); }
+  SUBCASE("kernel larger than padded input") { setup_error(pool_msg("MAX", 8, 1, 1), "larger than the padded input 7x7"); }
+  SUBCASE("zero stride") { setup_error(pool_msg("AVE", 2, 0), "stride must be positive"); }
+  SUBCASE("zero kernel") { setup_error(pool_msg("AVE", 0), "kernel_size must be positive"); }
+  SUBCASE("negative pad") { setup_error(pool_msg("AVE", 3, 1, -1), "pad must be non-negative"); }
+  SUBCASE("missing kernel") {
+    Message m;
+    m.set_enum("pool", "MAX");
+    setup_error(m, "kernel_size (or kernel_h and kernel_w) is required");
+  }
+  SUBCASE("global pooling with a kernel") {
+    Message m;
+    m.set("global_pooling", true).set("kernel_size", 2);
+    setup_error(m, "kernel_size must not be specified");
+  }
+  SUBCASE("global pooling with a stride") {
+    Message m;
+    m.set("global_pooling", true).set("stride", 2);
+    setup_error(m, "only pad 0 and stride 1");
+  }
+  SUBCASE("stochastic") { setup_error(pool_msg("STOCHASTIC", 2), "STOCHASTIC is not supported"); }
+  SUBCASE("bottom not 4-d") {
+    PoolingLayer<CPU, float> pool(pool_param(pool_msg("MAX", 2)));
+    auto x3 = random_tensor<float>({2, 3, 5});
+    CHECK_THROWS_WITH_AS(pool.setup(ctx, {&x3}, {&y}), doctest::Contains("expected 4 axes"), Error);
+  }
+  SUBCASE("AVE has no mask top") {
+    PoolingLayer<CPU, float> pool(pool_param(pool_msg("AVE", 2)));
+    Tensor<CPU, float> mask;
+    CHECK_THROWS_WITH_AS(pool.setup(ctx, {&x}, {&y, &mask}), doctest::Contains("at most tops: 1"), Error);
+  }
+  SUBCASE("input shrinks below the kernel after setup") {
+    PoolingLayer<CPU, float> pool(pool_param(pool_msg("MAX", 5)));
+    pool.setup(ctx, {&x}, {&y});
+    auto small = random_tensor<float>({2, 3, 5, 4});
+    CHECK_THROWS_WITH_AS(pool.forward(ctx, {&small}, {&y}), doctest::Contains("larger than the padded input"), Error);
+  }
+  SUBCASE("parse errors") {
+    auto parse_error = [](const Message& m, const char* what) {
+      CHECK_THROWS_WITH_AS((PoolingLayer<CPU, float>{pool_param(m, "pool9")}), doctest::Contains(what), Error);
+    };
+    Message both;
+    both.set("kernel_size", 2).set("kernel_h", 2).set("kernel_w", 2);
+    parse_error(both, "not both");
+    Message half;
+    half.set("kernel_h", 2);
+    parse_error(half, "kernel_h and kernel_w must be given together");
+    Message bad_pool;
+    bad_pool.set_enum("pool", "MIN");
+    parse_error(bad_pool, "expected one of: MAX, AVE, STOCHASTIC");
+    Message unknown = pool_msg("MAX", 2);
+    unknown.set("kernel", 2);
+    parse_error(unknown, "unknown field 'kernel'");
+  }
+}
+
+TEST_CASE("Pooling is created by the registry") {
+  auto layer = make_layer<CPU, float>(pool_param(pool_msg("MAX", 2, 2)));
+  CHECK(layer->type() == "Pooling");
+  CHECK(layer->max_num_top() == 2);
+}
