@@ -296,3 +296,43 @@ TEST_CASE("share_trained_layers_with lets a TEST net read the TRAIN net's weight
   test.share_trained_layers_with(train);
   CHECK(test.layer_by_name("ip1").blobs()[0]->data() == train.layer_by_name("ip1").blobs()[0]->data());
 }
+
+#include <poseidon/layers/accuracy.hpp>
+#include <poseidon/layers/convolution.hpp>
+#include <poseidon/layers/pooling.hpp>
+#include <poseidon/layers/softmax_loss.hpp>
+#include <poseidon/net/builder.hpp>
+
+TEST_CASE("NetBuilder makes the same net as the equivalent prototxt") {
+  NetBuilder b("tiny_lenet");
+  b.input({"data", "label"}, {{2, 1, 12, 12}, {2}})
+      .convolution("conv1", "data", "conv1", 4, 5)
+      .param(1)
+      .param(2)
+      .max_pool("pool1", "conv1", "pool1", 2, 2)
+      .inner_product("ip1", "pool1", "ip1", 10)
+      .relu("relu1", "ip1")
+      .softmax_loss("loss", "ip1", "label")
+      .loss_weight(0.5f)
+      .accuracy("acc", "ip1", "label")
+      .only_in(Phase::test);
+  auto net = b.build<CPU, float>();
+  CHECK(net.name() == "tiny_lenet");
+  CHECK(net.num_layers() == 6);  // accuracy is TEST-only
+  CHECK(net.layer_index("acc") == -1);
+  CHECK(net.blob("pool1").shape() == Shape{2, 4, 4, 4});
+  CHECK(net.learnable_params()[1].lr_mult == 2.0f);
+  CHECK(net.layer_by_name("loss").loss_weight(0) == 0.5f);
+
+  // Printing the message gives prototxt that builds the same net.
+  auto again = NetF::from_text(to_prototxt(b.message()));
+  CHECK(again.num_layers() == net.num_layers());
+  for (int i = 0; i < net.num_layers(); ++i) CHECK(again.layer(i).type() == net.layer(i).type());
+
+  NetState test;
+  test.phase = Phase::test;
+  auto tnet = b.build<CPU, float>(test);
+  CHECK(tnet.layer_index("acc") >= 0);
+  CHECK(tnet.num_layers() == 9);  // ip1 and label now have two readers each: two splits
+  CHECK_THROWS_WITH_AS(NetBuilder("x").param(1), doctest::Contains("no layer to add to yet"), Error);
+}
