@@ -21,8 +21,16 @@
 #include <poseidon/layers/gradient_checker.hpp>
 #include <poseidon/layers/registry.hpp>
 
+#include <poseidon/net/builder.hpp>
 #include <poseidon/net/net.hpp>
 #include <poseidon/net/prototxt.hpp>
+#include <poseidon/net/snapshot.hpp>
+
+#include <poseidon/solver/lr_policy.hpp>
+#include <poseidon/solver/sgd.hpp>
+#include <poseidon/solver/solver.hpp>
+#include <poseidon/solver/solver_config.hpp>
+#include <poseidon/solver/solver_state.hpp>
 
 #include <poseidon/data/cifar10.hpp>
 #include <poseidon/data/dummy_data_layer.hpp>

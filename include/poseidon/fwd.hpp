@@ -25,5 +25,11 @@ class LayerRegistry;
 struct NetState;
 template <class D, class T>
 class Net;
+class NetBuilder;
+class ResumableLayer;
+struct SolverConfig;
+struct SolverOptions;
+template <class D, class T>
+class Solver;
 
 POSEIDON_NAMESPACE_END
