@@ -192,11 +192,24 @@ TEST_CASE("Data layers save and restore their position") {
   CHECK_THROWS_WITH_AS(b.load_state("pos 99"), doctest::Contains("does not fit the 3 samples"), Error);
   CHECK_THROWS_WITH_AS(b.load_state("garbage"), doctest::Contains("no MemoryData position"), Error);
 
-  std::size_t cursor = 0;
-  std::vector<std::size_t> order;
-  detail::load_data_position(detail::save_data_position(7, {3, 1, 2}), "x", cursor, order);
-  CHECK(cursor == 7);
-  CHECK(order == std::vector<std::size_t>{3, 1, 2});
-  CHECK_THROWS_WITH_AS(detail::load_data_position("cursor 1 order 5 1 2", "layer 'd'", cursor, order),
-                       doctest::Contains("layer 'd': snapshot data position is truncated"), Error);
+  // IdxData keeps its cursor and shuffled order.
+  const fs::path dir = "/usr/share/datasets/fashion-mnist";
+  if (!fs::exists(dir / "t10k-images-idx3-ubyte.gz")) return;
+  ::setenv("POSEIDON_DATA_DIR", dir.c_str(), 1);
+  LayerParameter q("mnist", "IdxData");
+  q.with("idx_data_param", Message().set("images", "t10k-images-idx3-ubyte.gz").set("labels", "t10k-labels-idx1-ubyte.gz").set("batch_size", 5).set("shuffle", true));
+  IdxDataLayer<CPU, float> li(q), lj(q);
+  DeviceContext<CPU> c1(0, 1), c2(0, 2);  // different seeds: different shuffles until restored
+  Tensor<CPU, float> xd, xl, yd, yl;
+  li.setup(c1, {}, {&xd, &xl});
+  lj.setup(c2, {}, {&yd, &yl});
+  li.forward(c1, {}, {&xd, &xl});
+  lj.load_state(li.save_state());
+  li.forward(c1, {}, {&xd, &xl});
+  lj.forward(c2, {}, {&yd, &yl});
+  CHECK(yl.data_to_host() == xl.data_to_host());
+  CHECK(yd.data_to_host() == xd.data_to_host());
+  CHECK_THROWS_WITH_AS(lj.load_state("cursor 1 order 5 1 2"), doctest::Contains("layer 'mnist' (IdxData): snapshot data position is truncated"), Error);
+  CHECK_THROWS_WITH_AS(lj.load_state("cursor 1 order 2 1 2"), doctest::Contains("snapshot was taken over 2 samples"), Error);
+  ::unsetenv("POSEIDON_DATA_DIR");
 }

@@ -116,18 +116,9 @@ class Cifar10DataLayer final : public Layer<D, T>, public ResumableLayer {
   [[nodiscard]] int min_num_top() const override { return 1; }
   [[nodiscard]] int max_num_top() const override { return 2; }
 
-  void shard(int rank, int world) {
-    data_->shard(rank, world);
-    cursor_ = 0;
-  }
-  [[nodiscard]] std::string save_state() const override { return detail::save_data_position(cursor_, data_->order()); }
-  void load_state(std::string_view bytes) override {
-    std::vector<std::size_t> order;
-    detail::load_data_position(bytes, this->describe(), cursor_, order);
-    this->check(order.size() == data_->size(), "snapshot was taken over ", order.size(), " samples, this data has ",
-                data_->size());
-    data_->set_order(std::move(order));
-  }
+  void shard(int rank, int world) { reader_.shard(rank, world); }
+  [[nodiscard]] std::string save_state() const override { return reader_.save_state(); }
+  void load_state(std::string_view bytes) override { reader_.load_state(bytes, this->describe()); }
 
   void reshape(const Vec&, const Vec& top) override {
     const auto o = transformer_.output_shape(Cifar10Dataset::channels, Cifar10Dataset::height, Cifar10Dataset::width);
@@ -144,23 +135,12 @@ class Cifar10DataLayer final : public Layer<D, T>, public ResumableLayer {
       const char* root = std::getenv("POSEIDON_DATA_DIR");
       if (root && *root && fs::exists(fs::path(root) / dir)) dir = fs::path(root) / dir;
     }
-    data_ = std::make_unique<Cifar10Dataset>(dir, cp_.train);
-    if (cp_.shuffle) data_->shuffle(ctx.rng());
+    reader_ = detail::DatasetReader<Cifar10Dataset>(std::make_unique<Cifar10Dataset>(dir, cp_.train), cp_.shuffle);
+    reader_.start(ctx.rng());
   }
   void forward_impl(Context& ctx, const Vec&, const Vec& top) override {
-    const std::size_t per = top[0]->count(1);
-    host_data_.resize(static_cast<std::size_t>(cp_.batch_size) * per);
-    host_labels_.resize(static_cast<std::size_t>(cp_.batch_size));
-    for (int k = 0; k < cp_.batch_size; ++k) {
-      if (cursor_ >= data_->size()) {
-        cursor_ = 0;
-        if (cp_.shuffle) data_->shuffle(ctx.rng());
-      }
-      transformer_.apply(data_->image(cursor_), Cifar10Dataset::channels, Cifar10Dataset::height, Cifar10Dataset::width,
-                         host_data_.data() + static_cast<std::size_t>(k) * per, ctx.rng());
-      host_labels_[static_cast<std::size_t>(k)] = static_cast<T>(data_->label(cursor_));
-      ++cursor_;
-    }
+    reader_.fill(cp_.batch_size, transformer_, Cifar10Dataset::channels, Cifar10Dataset::height,
+                 Cifar10Dataset::width, top[0]->count(1), ctx.rng(), host_data_, host_labels_);
     top[0]->copy_data_from_host(host_data_);
     if (top.size() > 1) top[1]->copy_data_from_host(host_labels_);
   }
@@ -169,8 +149,7 @@ class Cifar10DataLayer final : public Layer<D, T>, public ResumableLayer {
  private:
   Cifar10DataParam cp_;
   DataTransformer transformer_;
-  std::unique_ptr<Cifar10Dataset> data_;
-  std::size_t cursor_ = 0;
+  detail::DatasetReader<Cifar10Dataset> reader_;
   std::vector<T> host_data_, host_labels_;
 };
 

@@ -2,6 +2,7 @@
 // transform_param, optional shuffling each epoch, and sharding by rank for distributed training.
 #pragma once
 
+#include <poseidon/data/dataset_reader.hpp>
 #include <poseidon/data/idx.hpp>
 #include <poseidon/data/transform.hpp>
 #include <poseidon/layers/layer.hpp>
@@ -11,7 +12,6 @@
 #include <cstdlib>
 #include <filesystem>
 #include <memory>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -51,25 +51,6 @@ inline std::filesystem::path resolve_data_path(const std::string& path, std::str
                 "; set POSEIDON_DATA_DIR or give an absolute path");
 }
 
-/// A data layer's position (samples served, and the order it serves them in) as snapshot bytes.
-inline std::string save_data_position(std::size_t cursor, const std::vector<std::size_t>& order) {
-  std::ostringstream os;
-  os << "cursor " << cursor << " order " << order.size();
-  for (std::size_t i : order) os << ' ' << i;
-  return os.str();
-}
-inline void load_data_position(std::string_view bytes, std::string_view context, std::size_t& cursor,
-                               std::vector<std::size_t>& order) {
-  std::istringstream is{std::string(bytes)};
-  std::string w1, w2;
-  std::size_t n = 0;
-  is >> w1 >> cursor >> w2 >> n;
-  POSEIDON_CHECK(is && w1 == "cursor" && w2 == "order", context, ": snapshot holds no data position");
-  POSEIDON_CHECK(n <= bytes.size(), context, ": snapshot data position is corrupt");
-  order.resize(n);
-  for (auto& i : order) is >> i;
-  POSEIDON_CHECK(!is.fail(), context, ": snapshot data position is truncated");
-}
 }  // namespace detail
 
 template <class D, class T = float>
@@ -92,27 +73,18 @@ class IdxDataLayer final : public Layer<D, T>, public ResumableLayer {
   [[nodiscard]] int max_num_top() const override { return 2; }
 
   /// Serves only samples r, r+P, r+2P, ... (rank r of P); restarts the epoch.
-  void shard(int rank, int world) {
-    data_->shard(rank, world);
-    cursor_ = 0;
-  }
-  [[nodiscard]] std::size_t size() const { return data_->size(); }
+  void shard(int rank, int world) { reader_.shard(rank, world); }
+  [[nodiscard]] std::size_t size() const { return reader_.data().size(); }
   /// Samples served so far in the current pass, for epoch accounting.
-  [[nodiscard]] std::size_t cursor() const { return cursor_; }
+  [[nodiscard]] std::size_t cursor() const { return reader_.cursor(); }
 
   /// The position in the data (cursor and shuffled order), so a resumed run reads what an
   /// uninterrupted one would have read.
-  [[nodiscard]] std::string save_state() const override { return detail::save_data_position(cursor_, data_->order()); }
-  void load_state(std::string_view bytes) override {
-    std::vector<std::size_t> order;
-    detail::load_data_position(bytes, this->describe(), cursor_, order);
-    this->check(order.size() == data_->size(), "snapshot was taken over ", order.size(), " samples, this data has ",
-                data_->size());
-    data_->set_order(std::move(order));
-  }
+  [[nodiscard]] std::string save_state() const override { return reader_.save_state(); }
+  void load_state(std::string_view bytes) override { reader_.load_state(bytes, this->describe()); }
 
   void reshape(const Vec&, const Vec& top) override {
-    const auto s = data_->image_shape();
+    const auto s = reader_.data().image_shape();
     const auto o = transformer_.output_shape(s[0], s[1], s[2]);
     top[0]->reshape({ip_.batch_size, o[0], o[1], o[2]});
     if (top.size() > 1) top[1]->reshape({ip_.batch_size});
@@ -123,25 +95,13 @@ class IdxDataLayer final : public Layer<D, T>, public ResumableLayer {
     this->check(ip_.batch_size > 0, "batch_size must be positive, got ", ip_.batch_size);
     const auto images = detail::resolve_data_path(ip_.images, this->describe());
     const auto labels = detail::resolve_data_path(ip_.labels, this->describe());
-    data_ = std::make_shared<IdxDataset>(images, labels, 1.0f);
-    if (ip_.shuffle) data_->shuffle(ctx.rng());
+    reader_ = detail::DatasetReader<IdxDataset>(std::make_unique<IdxDataset>(images, labels, 1.0f), ip_.shuffle);
+    reader_.start(ctx.rng());
   }
 
   void forward_impl(Context& ctx, const Vec&, const Vec& top) override {
-    const auto s = data_->image_shape();
-    const std::size_t per = top[0]->count(1);
-    host_data_.resize(static_cast<std::size_t>(ip_.batch_size) * per);
-    host_labels_.resize(static_cast<std::size_t>(ip_.batch_size));
-    for (int k = 0; k < ip_.batch_size; ++k) {
-      if (cursor_ >= data_->size()) {  // epoch boundary: Caffe's data layers cycle, reshuffling if asked
-        cursor_ = 0;
-        if (ip_.shuffle) data_->shuffle(ctx.rng());
-      }
-      transformer_.apply(data_->image(cursor_), s[0], s[1], s[2], host_data_.data() + static_cast<std::size_t>(k) * per,
-                         ctx.rng());
-      host_labels_[static_cast<std::size_t>(k)] = static_cast<T>(data_->label(cursor_));
-      ++cursor_;
-    }
+    const auto s = reader_.data().image_shape();
+    reader_.fill(ip_.batch_size, transformer_, s[0], s[1], s[2], top[0]->count(1), ctx.rng(), host_data_, host_labels_);
     top[0]->copy_data_from_host(host_data_);
     if (top.size() > 1) top[1]->copy_data_from_host(host_labels_);
   }
@@ -150,8 +110,7 @@ class IdxDataLayer final : public Layer<D, T>, public ResumableLayer {
  private:
   IdxDataParam ip_;
   DataTransformer transformer_;
-  std::shared_ptr<IdxDataset> data_;
-  std::size_t cursor_ = 0;
+  detail::DatasetReader<IdxDataset> reader_;
   std::vector<T> host_data_, host_labels_;
 };
 

@@ -9,6 +9,7 @@
 #include <poseidon/core/tensor.hpp>
 #include <poseidon/layers/layer.hpp>
 #include <poseidon/layers/registry.hpp>
+#include <poseidon/layers/softmax.hpp>
 #include <poseidon/math/blas.hpp>
 
 #include <algorithm>
@@ -69,24 +70,9 @@ struct SoftmaxLossKernel {
 /// The prediction seen as outer x channels x inner; labels are outer x inner.
 template <class T>
 struct SoftmaxLossKernel<CPU, T> {
-  /// prob = softmax(x) over the channels; scratch holds outer x inner running maxima and sums.
+  /// prob = softmax(x) over the channels: the Softmax layer's kernel.
   static void softmax(std::size_t outer, std::size_t channels, std::size_t inner, const T* x, T* prob, T* scratch) {
-#pragma omp parallel for if (outer * channels * inner > math::detail::omp_min_elements)
-    for (std::size_t n = 0; n < outer; ++n) {
-      const T* xp = x + n * channels * inner;
-      T* pp = prob + n * channels * inner;
-      T* acc = scratch + n * inner;
-      std::copy(xp, xp + inner, acc);
-      for (std::size_t c = 1; c < channels; ++c)
-        for (std::size_t k = 0; k < inner; ++k) acc[k] = std::max(acc[k], xp[c * inner + k]);
-      for (std::size_t c = 0; c < channels; ++c)
-        for (std::size_t k = 0; k < inner; ++k) pp[c * inner + k] = std::exp(xp[c * inner + k] - acc[k]);
-      std::fill(acc, acc + inner, T(0));
-      for (std::size_t c = 0; c < channels; ++c)
-        for (std::size_t k = 0; k < inner; ++k) acc[k] += pp[c * inner + k];
-      for (std::size_t c = 0; c < channels; ++c)
-        for (std::size_t k = 0; k < inner; ++k) pp[c * inner + k] /= acc[k];
-    }
+    SoftmaxKernel<CPU, T>::forward(outer, channels, inner, x, prob, scratch);
   }
 
   // Validated before any label is used as an index, so a corrupt label never reads out of bounds.
