@@ -2,6 +2,7 @@
 // and LeNet shapes, in GFLOP/s and as a share of the sgemm peak measured in the same run.
 //
 // Environment: POSEIDON_BENCH_THREADS (default "1,2"), POSEIDON_BENCH_ALEXNET_BATCH (default 32),
+// POSEIDON_BENCH_CONV_PARALLEL and POSEIDON_BENCH_CONV_BATCH (see conv_parallel below),
 // POSEIDON_BENCH_FC_BATCH (AlexNet's fc layers once more at BVLC's training batch, default 256;
 // 0 skips them), POSEIDON_BENCH_MIN_TIME (seconds per benchmark, default 0.05: most iterations
 // are long), POSEIDON_BENCH_REPETITIONS (default 2; the summary keeps each benchmark's best
@@ -50,6 +51,15 @@ double env_double(const char* name, double fallback) {
   const char* v = std::getenv(name);
   return v && *v ? std::atof(v) : fallback;
 }
+// POSEIDON_BENCH_CONV_PARALLEL=gemm|samples forces Convolution's threading scheme (default: its own
+// choice) and POSEIDON_BENCH_CONV_BATCH its samples per GEMM, to compare them on one machine.
+pd::ConvolutionLayer<pd::CPU, float>::Parallel conv_parallel() {
+  using P = pd::ConvolutionLayer<pd::CPU, float>::Parallel;
+  const char* v = std::getenv("POSEIDON_BENCH_CONV_PARALLEL");
+  const std::string s = v ? v : "";
+  return s == "gemm" ? P::gemm : s == "samples" ? P::samples : P::automatic;
+}
+
 std::vector<int> thread_counts() {
   std::vector<int> out;
   const char* v = std::getenv("POSEIDON_BENCH_THREADS");
@@ -92,6 +102,10 @@ struct Workload {
     p.top = {"out"};
     configure(p);
     instance = pd::make_layer<pd::CPU, float>(p);
+    if (auto* conv = dynamic_cast<pd::ConvolutionLayer<pd::CPU, float>*>(instance.get())) {
+      conv->set_parallel(conv_parallel());
+      conv->set_batch_samples(env_int("POSEIDON_BENCH_CONV_BATCH", 0));
+    }
     bottom.reshape(input);
     fill_pattern(bottom, 7);
     instance->setup(c, {&bottom}, {&top});
@@ -229,6 +243,11 @@ void define_workloads() {
     add_ip("alexnet", "fc7" + suffix, fb, 4096, 4096);
     add_ip("alexnet", "fc8" + suffix, fb, 4096, 1000);
   }
+  // Caffe's CIFAR-10 quick (examples/cifar10/cifar10_quick_train_test.prototxt), batch 100: small
+  // channel counts, where the GEMMs are narrow.
+  add_conv("cifar10_quick", "conv1", 100, 3, 32, 32, 32, 5, 1, 2, 1);
+  add_conv("cifar10_quick", "conv2", 100, 32, 16, 16, 32, 5, 1, 2, 1);
+  add_conv("cifar10_quick", "conv3", 100, 32, 8, 8, 64, 5, 1, 2, 1);
   // Caffe's LeNet (examples/mnist/lenet_train_test.prototxt), batch 64.
   add_conv("lenet", "conv1", 64, 1, 28, 28, 20, 5, 1, 0, 1);
   add_pool("lenet", "pool1", 64, 20, 24, 24, 2, 2);

@@ -3,6 +3,8 @@
 
 #include "support/layer_testing.hpp"
 
+#include <omp.h>
+
 #include <string>
 #include <vector>
 
@@ -371,4 +373,91 @@ TEST_CASE("Convolution rejects bad configuration") {
     no_num.set("kernel_size", 3);
     parse_error(no_num, "missing required field 'num_output'");
   }
+}
+
+namespace {
+
+// Forward output and all gradients of one configuration under a forced scheme, batch and thread
+// count, for the same input, weights and top gradient.
+template <class T>
+std::vector<std::vector<T>> run_scheme(const ConvCfg& c, const Shape& in, typename ConvolutionLayer<CPU, T>::Parallel
+                                       scheme, int batch, int threads) {
+  const int threads_before = omp_get_max_threads();
+  Ctx ctx(threads);
+  auto x = random_tensor<T>(in, -1, 1, 21);
+  Tensor<CPU, T> y;
+  ConvolutionLayer<CPU, T> conv(conv_param(c));
+  conv.set_parallel(scheme);
+  conv.set_batch_samples(batch);
+  conv.setup(ctx, {&x}, {&y});
+  conv.blobs()[0]->copy_data_from_host(random_tensor<T>(conv.blobs()[0]->shape(), -1, 1, 22).data_span());
+  if (c.bias) conv.blobs()[1]->copy_data_from_host(random_tensor<T>(conv.blobs()[1]->shape(), -1, 1, 23).data_span());
+  conv.forward(ctx, {&x}, {&y});
+  using P = typename ConvolutionLayer<CPU, T>::Parallel;
+  if (scheme != P::automatic) CHECK(conv.parallel() == scheme);
+  if (threads == 1 && scheme == P::automatic) CHECK(conv.parallel() == P::gemm);
+  const auto ref = reference_conv(x, *conv.blobs()[0], c.bias ? conv.blobs()[1]->data() : nullptr, c);
+  REQUIRE(y.count() == ref.size());
+  for (std::size_t i = 0; i < ref.size(); ++i) CHECK(double(y.data()[i]) == doctest::Approx(ref[i]).epsilon(1e-4));
+  y.copy_diff_from_host(random_tensor<T>(y.shape(), -1, 1, 24).data_span());
+  // Parameter gradients accumulate onto what is there; start from a nonzero value to see it.
+  for (auto& b : conv.blobs()) {
+    std::vector<T> one(b->count(), T(1));
+    b->copy_diff_from_host(one);
+  }
+  conv.backward(ctx, {&y}, {true}, {&x});
+  std::vector<std::vector<T>> out{y.data_to_host(), x.diff_to_host(), conv.blobs()[0]->diff_to_host()};
+  if (c.bias) out.push_back(conv.blobs()[1]->diff_to_host());
+  ctx.set_threads(threads_before);  // the thread count is process-wide
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE_TEMPLATE("Convolution threading schemes agree with each other and the definition", T, float, double) {
+  using P = typename ConvolutionLayer<CPU, T>::Parallel;
+  struct Case {
+    const char* name;
+    ConvCfg cfg;
+    Shape in;
+  };
+  const std::vector<Case> cases = {
+      {"pad 2, 5x5 (CIFAR-10 quick)", {6, 5, 5, 2, 2}, Shape{7, 3, 8, 8}},
+      {"stride and rectangular pad", {3, 3, 2, 1, 0, 2, 1}, Shape{5, 2, 7, 6}},
+      {"dilation", {2, 3, 3, 2, 2, 1, 1, 2, 2}, Shape{4, 2, 7, 7}},
+      {"groups, no bias", {4, 3, 3, 1, 1, 1, 1, 1, 1, 2, false}, Shape{5, 4, 5, 5}},
+      {"1x1 direct", {3, 1, 1}, Shape{5, 4, 3, 3}},
+      {"one sample (shares left empty)", {3, 3, 3, 1, 1}, Shape{1, 2, 5, 5}},
+  };
+  for (const auto& c : cases) {
+    CAPTURE(std::string(c.name));
+    // The reference: Caffe's order, one sample at a time on one thread.
+    const auto ref = run_scheme<T>(c.cfg, c.in, P::gemm, 1, 1);
+    for (int threads : {1, 2, 3})
+      for (P scheme : {P::gemm, P::samples, P::automatic})
+        for (int batch : {0, 1, 3}) {
+          CAPTURE(threads);
+          CAPTURE(static_cast<int>(scheme));
+          CAPTURE(batch);
+          const auto got = run_scheme<T>(c.cfg, c.in, scheme, batch, threads);
+          REQUIRE(got.size() == ref.size());
+          for (std::size_t k = 0; k < ref.size(); ++k) {
+            REQUIRE(got[k].size() == ref[k].size());
+            for (std::size_t i = 0; i < ref[k].size(); ++i)
+              CHECK(double(got[k][i]) == doctest::Approx(double(ref[k][i])).epsilon(1e-4));
+          }
+          // A fixed thread count gives the same bits run after run.
+          if (scheme == P::samples) CHECK(run_scheme<T>(c.cfg, c.in, scheme, batch, threads) == got);
+        }
+  }
+}
+
+TEST_CASE_TEMPLATE("Convolution gradients on the samples scheme", T, float, double) {
+  using P = typename ConvolutionLayer<CPU, T>::Parallel;
+  ConvCfg c{3, 3, 3, 1, 1, 2, 1, 1, 2, 1};
+  auto x = random_tensor<T>({3, 2, 6, 7}, -1, 1, 5);
+  Tensor<CPU, T> y;
+  ConvolutionLayer<CPU, T> conv(conv_param(c));
+  conv.set_parallel(P::samples);
+  expect_gradients(conv, {&x}, {&y});
 }

@@ -21,6 +21,8 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 POSEIDON_NAMESPACE_BEGIN
@@ -102,13 +104,14 @@ struct ConvKernel<CPU, T> {
   // Sample s of `samples` occupies columns [s*P, (s+1)*P) of a (C*KH*KW) x (samples*P) buffer, so
   // one GEMM covers them all. Jobs are (sample, channel, kernel row): independent, and enough of
   // them to keep every thread busy even for AlexNet's 3-channel conv1.
-  static void im2col(Ctx&, const math::ConvGeometry& g, int samples, const T* data, T* col) {
+  static void im2col(Ctx&, const math::ConvGeometry& g, int samples, const T* data, T* col, bool parallel = true) {
     const int oh = g.out_h(), ow = g.out_w();
     const std::size_t plane = static_cast<std::size_t>(oh) * static_cast<std::size_t>(ow);
     const std::size_t ld = plane * static_cast<std::size_t>(samples);
     const std::size_t img = static_cast<std::size_t>(g.height) * static_cast<std::size_t>(g.width);
     const int jobs = samples * g.channels * g.kernel_h;
-    const bool par = g.col_rows() * ld > (1u << 15);
+    const bool par = parallel && g.col_rows() * ld > (1u << 15);
+    const bool unit_stride = g.stride_h == 1 && g.stride_w == 1;
 #pragma omp parallel for schedule(static) if (par)
     for (int job = 0; job < jobs; ++job) {
       const int kh = job % g.kernel_h;
@@ -126,17 +129,40 @@ struct ConvKernel<CPU, T> {
                               static_cast<std::size_t>(kw);
         T* out = col + r * ld + static_cast<std::size_t>(s) * plane;
         const int ix0 = kw * g.dilation_w - g.pad_w;
-        for (int y = 0; y < oh; ++y) {
-          T* row = out + static_cast<std::size_t>(y) * static_cast<std::size_t>(ow);
-          if (y < ylo || y >= yhi) {
-            std::memset(row, 0, static_cast<std::size_t>(ow) * sizeof(T));
-            continue;
+        const auto w = static_cast<std::size_t>(ow);
+        // Rows whose window row lies in the padding: one block above the image, one below.
+        std::memset(out, 0, static_cast<std::size_t>(ylo) * w * sizeof(T));
+        std::memset(out + static_cast<std::size_t>(yhi) * w, 0, static_cast<std::size_t>(oh - yhi) * w * sizeof(T));
+        if (ylo >= yhi) continue;
+        if (xlo >= xhi) {
+          std::memset(out + static_cast<std::size_t>(ylo) * w, 0, static_cast<std::size_t>(yhi - ylo) * w * sizeof(T));
+          continue;
+        }
+        const int iy0 = ylo * g.stride_h - g.pad_h + kh * g.dilation_h;
+        if (unit_stride && ow == g.width) {
+          // "Same" convolution at stride 1: column row y is input row y + const shifted by ix0,
+          // and both advance by the width, so the whole band is one copy (the entries it takes
+          // from neighbouring rows are the clipped ones, zeroed after). Per-row copies of 16-32
+          // floats cost more in call overhead than in bytes (CIFAR-10 conv2 im2col: 1.5x faster).
+          const std::size_t first = static_cast<std::size_t>(ylo) * w + static_cast<std::size_t>(xlo);
+          const std::size_t last = static_cast<std::size_t>(yhi - 1) * w + static_cast<std::size_t>(xhi);
+          std::memcpy(out + first,
+                      src_plane + static_cast<std::size_t>(iy0) * w + static_cast<std::size_t>(xlo + ix0),
+                      (last - first) * sizeof(T));
+          for (int y = ylo; y < yhi; ++y) {
+            T* row = out + static_cast<std::size_t>(y) * w;
+            for (int x = 0; x < xlo; ++x) row[x] = T(0);
+            for (int x = xhi; x < ow; ++x) row[x] = T(0);
           }
-          const int iy = y * g.stride_h - g.pad_h + kh * g.dilation_h;
+          continue;
+        }
+        for (int y = ylo; y < yhi; ++y) {
+          T* row = out + static_cast<std::size_t>(y) * w;
+          const int iy = iy0 + (y - ylo) * g.stride_h;
           const T* src = src_plane + static_cast<std::size_t>(iy) * static_cast<std::size_t>(g.width);
           for (int x = 0; x < xlo; ++x) row[x] = T(0);
           if (g.stride_w == 1) {
-            if (xhi > xlo) std::memcpy(row + xlo, src + xlo + ix0, static_cast<std::size_t>(xhi - xlo) * sizeof(T));
+            std::memcpy(row + xlo, src + xlo + ix0, static_cast<std::size_t>(xhi - xlo) * sizeof(T));
           } else {
             const int sw = g.stride_w;
             for (int x = xlo; x < xhi; ++x) row[x] = src[x * sw + ix0];
@@ -148,12 +174,12 @@ struct ConvKernel<CPU, T> {
   }
 
   /// The adjoint of im2col: OVERWRITES the `samples` images with the summed column entries.
-  static void col2im(Ctx&, const math::ConvGeometry& g, int samples, const T* col, T* data) {
+  static void col2im(Ctx&, const math::ConvGeometry& g, int samples, const T* col, T* data, bool parallel = true) {
     const int oh = g.out_h(), ow = g.out_w();
     const std::size_t plane = static_cast<std::size_t>(oh) * static_cast<std::size_t>(ow);
     const std::size_t ld = plane * static_cast<std::size_t>(samples);
     const std::size_t img = static_cast<std::size_t>(g.height) * static_cast<std::size_t>(g.width);
-    const bool par = g.col_rows() * ld > (1u << 15);
+    const bool par = parallel && g.col_rows() * ld > (1u << 15);
     // Jobs are (sample, channel, band of input rows): each writes only its own rows, so there are
     // no write conflicts; bands split planes when there are fewer planes than threads (conv1).
     const int planes = samples * g.channels;
@@ -202,15 +228,21 @@ struct ConvKernel<CPU, T> {
     }
   }
 
+  /// Row r of the rows x cols matrix `out` = values[r]: the bias, so that the GEMM after it adds
+  /// with beta = 1 instead of a zero pass plus a rank-1 bias GEMM over the output.
+  static void fill_rows(Ctx&, int rows, std::size_t cols, const T* values, T* out) {
+    for (int r = 0; r < rows; ++r) std::fill_n(out + static_cast<std::size_t>(r) * cols, cols, values[r]);
+  }
+
   /// A (rows x samples*plane) batch matrix -> `samples` NCHW blocks of rows x plane.
-  static void to_nchw(Ctx&, int samples, int rows, std::size_t plane, const T* wide, T* nchw) {
-    relayout(samples, rows, plane, [&](std::size_t job, std::size_t off) {
+  static void to_nchw(Ctx&, int samples, int rows, std::size_t plane, const T* wide, T* nchw, bool parallel = true) {
+    relayout(samples, rows, plane, parallel, [&](std::size_t job, std::size_t off) {
       std::memcpy(nchw + job * plane, wide + off, plane * sizeof(T));
     });
   }
   /// The inverse of to_nchw.
-  static void from_nchw(Ctx&, int samples, int rows, std::size_t plane, const T* nchw, T* wide) {
-    relayout(samples, rows, plane, [&](std::size_t job, std::size_t off) {
+  static void from_nchw(Ctx&, int samples, int rows, std::size_t plane, const T* nchw, T* wide, bool parallel = true) {
+    relayout(samples, rows, plane, parallel, [&](std::size_t job, std::size_t off) {
       std::memcpy(wide + off, nchw + job * plane, plane * sizeof(T));
     });
   }
@@ -220,10 +252,10 @@ struct ConvKernel<CPU, T> {
   static int ceil_div(int a, int b) { return a >= 0 ? (a + b - 1) / b : -((-a) / b); }
 
   template <class F>
-  static void relayout(int samples, int rows, std::size_t plane, F copy) {
+  static void relayout(int samples, int rows, std::size_t plane, bool parallel, F copy) {
     const int jobs = samples * rows;
     const std::size_t ld = plane * static_cast<std::size_t>(samples);
-#pragma omp parallel for schedule(static) if (static_cast<std::size_t>(jobs) * plane > math::detail::omp_min_elements)
+#pragma omp parallel for schedule(static) if (parallel && static_cast<std::size_t>(jobs) * plane > math::detail::omp_min_elements)
     for (int job = 0; job < jobs; ++job) {
       const int s = job / rows, r = job % rows;
       copy(static_cast<std::size_t>(job), static_cast<std::size_t>(r) * ld + static_cast<std::size_t>(s) * plane);
@@ -271,6 +303,16 @@ class ConvolutionLayer final : public Layer<D, T> {
   }
   /// Samples per im2col + GEMM batch in the last pass (after setup: for the default thread count).
   [[nodiscard]] int batch_samples() const { return batch_; }
+
+  /// How a pass spreads over threads. gemm: one batch of samples after another, each GEMM
+  /// threaded by BLAS (the only scheme off the CPU). samples: each thread takes a contiguous
+  /// share of the samples with its own column buffer and single-threaded BLAS, and its own
+  /// parameter-gradient sums, added in thread order (results depend on the thread count, not on
+  /// the run). automatic: samples wherever the shares come out (nearly) even.
+  enum class Parallel { automatic, gemm, samples };
+  void set_parallel(Parallel p) { forced_scheme_ = p; }
+  /// The scheme of the last pass (after setup: for the default thread count).
+  [[nodiscard]] Parallel parallel() const { return scheme_; }
 
   void reshape(const Vec& bottom, const Vec& top) override {
     const auto& b0 = *bottom[0];
@@ -352,114 +394,216 @@ class ConvolutionLayer final : public Layer<D, T> {
 
   void forward_impl(Context& ctx, const Vec& bottom, const Vec& top) override {
     prepare_batch(ctx.threads());
-    const int G = cp_.group;
-    const int m = cp_.num_output / G;                        // output channels per group
-    const int k = static_cast<int>(geom_.col_rows()) / G;    // column rows per group
-    const std::size_t in_sample = static_cast<std::size_t>(channels_) * static_cast<std::size_t>(geom_.height) *
-                                  static_cast<std::size_t>(geom_.width);
-    const std::size_t out_sample = static_cast<std::size_t>(cp_.num_output) * plane_;
-    const T* w = this->blobs_[0]->data();
     for (std::size_t i = 0; i < bottom.size(); ++i) {
       const T* x = bottom[i]->data();
       T* y = top[i]->data();
-      for (int n0 = 0; n0 < num_; n0 += batch_) {
-        const int s = std::min(batch_, num_ - n0);
-        const int ncols = static_cast<int>(plane_) * s;
-        const T* col = col_for(ctx, x + static_cast<std::size_t>(n0) * in_sample, s);
-        T* out = s == 1 ? y + static_cast<std::size_t>(n0) * out_sample : wide_.data();
-        for (int g = 0; g < G; ++g)
-          math::gemm(ctx, math::Trans::no, math::Trans::no, m, ncols, k, T(1),
-                     w + static_cast<std::size_t>(g) * static_cast<std::size_t>(m) * static_cast<std::size_t>(k),
-                     col + static_cast<std::size_t>(g) * static_cast<std::size_t>(k) * static_cast<std::size_t>(ncols),
-                     T(0), out + static_cast<std::size_t>(g) * static_cast<std::size_t>(m) * static_cast<std::size_t>(ncols));
-        if (cp_.bias_term)
-          math::gemm(ctx, math::Trans::no, math::Trans::no, cp_.num_output, ncols, 1, T(1), this->blobs_[1]->data(),
-                     ones_.data(), T(1), out);
-        if (s > 1)
-          Kernel::to_nchw(ctx, s, cp_.num_output, plane_, wide_.data(), y + static_cast<std::size_t>(n0) * out_sample);
+      if constexpr (std::is_same_v<D, CPU>) {
+        if (scheme_ == Parallel::samples) {
+#pragma omp parallel num_threads(ctx.threads())
+          {
+            const auto [lo, hi] = share(omp_get_thread_num(), omp_get_num_threads());
+            Scratch& sc = scratch_[static_cast<std::size_t>(omp_get_thread_num())];
+            for (int n0 = lo; n0 < hi; n0 += batch_)
+              forward_run(ctx, x, y, n0, std::min(batch_, hi - n0), sc.col.data(), sc.wide.data(), false);
+          }
+          continue;
+        }
       }
+      for (int n0 = 0; n0 < num_; n0 += batch_)
+        forward_run(ctx, x, y, n0, std::min(batch_, num_ - n0), col_.data(), wide_.data(), true);
     }
   }
 
   void backward_impl(Context& ctx, const Vec& top, const std::vector<bool>& propagate_down,
                      const Vec& bottom) override {
     prepare_batch(ctx.threads());
-    const int G = cp_.group;
-    const int m = cp_.num_output / G;
-    const int k = static_cast<int>(geom_.col_rows()) / G;
-    const std::size_t in_sample = static_cast<std::size_t>(channels_) * static_cast<std::size_t>(geom_.height) *
-                                  static_cast<std::size_t>(geom_.width);
-    const std::size_t out_sample = static_cast<std::size_t>(cp_.num_output) * plane_;
     const bool dw = this->param_propagate_down(0);
     const bool db = cp_.bias_term && this->param_propagate_down(1);
-    const T* w = this->blobs_[0]->data();
+    const std::size_t wcount = this->blobs_[0]->count();
+    const std::size_t bcount = static_cast<std::size_t>(cp_.num_output);
     for (std::size_t i = 0; i < bottom.size(); ++i) {
       const bool dx = propagate_down[i];
       if (!dw && !db && !dx) continue;
-      const T* x = bottom[i]->data();
-      const T* dy_all = top[i]->diff();
-      T* dx_all = bottom[i]->diff();
-      for (int n0 = 0; n0 < num_; n0 += batch_) {
-        const int s = std::min(batch_, num_ - n0);
-        const int ncols = static_cast<int>(plane_) * s;
-        const T* dy = dy_all + static_cast<std::size_t>(n0) * out_sample;
-        if (s > 1) {
-          Kernel::from_nchw(ctx, s, cp_.num_output, plane_, dy, wide_.data());
-          dy = wide_.data();
-        }
-        if (db)
-          math::gemv(ctx, math::Trans::no, cp_.num_output, ncols, T(1), dy, ones_.data(), T(1),
-                     this->blobs_[1]->diff());
-        if (dw) {
-          const T* col = col_for(ctx, x + static_cast<std::size_t>(n0) * in_sample, s);
-          T* wd = this->blobs_[0]->diff();
-          for (int g = 0; g < G; ++g)
-            math::gemm(ctx, math::Trans::no, math::Trans::yes, m, k, ncols, T(1),
-                       dy + static_cast<std::size_t>(g) * static_cast<std::size_t>(m) * static_cast<std::size_t>(ncols),
-                       col + static_cast<std::size_t>(g) * static_cast<std::size_t>(k) * static_cast<std::size_t>(ncols),
-                       T(1), wd + static_cast<std::size_t>(g) * static_cast<std::size_t>(m) * static_cast<std::size_t>(k));
-        }
-        if (dx) {
-          T* xd = dx_all + static_cast<std::size_t>(n0) * in_sample;
-          // The direct path writes the input gradient in place of the column gradient.
-          T* dcol = (direct_ && s == 1) ? xd : col_.data();
-          for (int g = 0; g < G; ++g)
-            math::gemm(ctx, math::Trans::yes, math::Trans::no, k, ncols, m, T(1),
-                       w + static_cast<std::size_t>(g) * static_cast<std::size_t>(m) * static_cast<std::size_t>(k),
-                       dy + static_cast<std::size_t>(g) * static_cast<std::size_t>(m) * static_cast<std::size_t>(ncols),
-                       T(0), dcol + static_cast<std::size_t>(g) * static_cast<std::size_t>(k) * static_cast<std::size_t>(ncols));
-          if (!(direct_ && s == 1)) Kernel::col2im(ctx, geom_, s, dcol, xd);
+      Grads gr{bottom[i]->data(), top[i]->diff(), dx ? bottom[i]->diff() : nullptr, dw, db};
+      if constexpr (std::is_same_v<D, CPU>) {
+        if (scheme_ == Parallel::samples) {
+          const int threads = ctx.threads();
+#pragma omp parallel num_threads(threads)
+          {
+            const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+            const auto [lo, hi] = share(t, nt);
+            Scratch& sc = scratch_[static_cast<std::size_t>(t)];
+            // Each thread sums its own samples' parameter gradients (overwriting on its first
+            // run); the shares are then added in thread order, so a fixed thread count gives the
+            // same bits on every run.
+            for (int n0 = lo; n0 < hi; n0 += batch_)
+              backward_run(ctx, gr, n0, std::min(batch_, hi - n0), sc.col.data(), sc.wide.data(), sc.dw.data(),
+                           sc.db.data(), n0 == lo ? T(0) : T(1), false);
+#pragma omp barrier
+            auto reduce = [&](std::size_t count, T* acc, std::vector<T> Scratch::*part) {
+              const std::size_t e0 = count * static_cast<std::size_t>(t) / static_cast<std::size_t>(nt);
+              const std::size_t e1 = count * static_cast<std::size_t>(t + 1) / static_cast<std::size_t>(nt);
+              for (std::size_t e = e0; e < e1; ++e) {
+                T sum = T(0);
+                for (int u = 0; u < nt; ++u)
+                  if (const auto [ulo, uhi] = share(u, nt); ulo < uhi) sum += (scratch_[static_cast<std::size_t>(u)].*part)[e];
+                acc[e] += sum;
+              }
+            };
+            if (dw) reduce(wcount, this->blobs_[0]->diff(), &Scratch::dw);
+            if (db) reduce(bcount, this->blobs_[1]->diff(), &Scratch::db);
+          }
+          continue;
         }
       }
+      for (int n0 = 0; n0 < num_; n0 += batch_)
+        backward_run(ctx, gr, n0, std::min(batch_, num_ - n0), col_.data(), wide_.data(),
+                     dw ? this->blobs_[0]->diff() : nullptr, db ? this->blobs_[1]->diff() : nullptr, T(1), true);
     }
   }
 
  private:
-  // The column matrix of samples [x, x + s): the input itself on the direct 1x1 path.
-  const T* col_for(Context& ctx, const T* x, int s) {
-    if (direct_ && s == 1) return x;
-    Kernel::im2col(ctx, geom_, s, x, col_.data());
-    return col_.data();
+  struct Grads {
+    const T* x;      // bottom data
+    const T* dy;     // top diff
+    T* dx;           // bottom diff, or null when not propagated
+    bool dw, db;
+  };
+  // A thread's buffers on the samples scheme.
+  struct Scratch {
+    std::vector<T> col, wide, dw, db;
+  };
+
+  // Samples [lo, hi) of thread t of nt: contiguous shares differing by at most one.
+  [[nodiscard]] std::pair<int, int> share(int t, int nt) const {
+    const auto n = static_cast<long long>(num_);
+    return {static_cast<int>(n * t / nt), static_cast<int>(n * (t + 1) / nt)};
+  }
+
+  // Samples [n0, n0 + s) of x into y: y = W * im2col(x) + bias, through `wide` when s > 1.
+  // `parallel` false: the caller already runs one of several threads, so every step (BLAS
+  // included: OpenBLAS's OpenMP build runs serially inside a parallel region) stays on it.
+  void forward_run(Context& ctx, const T* x, T* y, int n0, int s, T* col, T* wide, bool parallel) {
+    const int G = cp_.group;
+    const int m = cp_.num_output / G;                        // output channels per group
+    const int k = static_cast<int>(geom_.col_rows()) / G;    // column rows per group
+    const std::size_t mg = static_cast<std::size_t>(m), kg = static_cast<std::size_t>(k);
+    const int ncols = static_cast<int>(plane_) * s;
+    const std::size_t nc = static_cast<std::size_t>(ncols);
+    const T* xs = x + static_cast<std::size_t>(n0) * in_sample();
+    T* ys = y + static_cast<std::size_t>(n0) * out_sample();
+    const T* c = xs;
+    if (!(direct_ && s == 1)) {
+      Kernel::im2col(ctx, geom_, s, xs, col, parallel);
+      c = col;
+    }
+    T* out = s == 1 ? ys : wide;
+    T beta = T(0);
+    if (cp_.bias_term) {
+      Kernel::fill_rows(ctx, cp_.num_output, nc, this->blobs_[1]->data(), out);
+      beta = T(1);
+    }
+    const T* w = this->blobs_[0]->data();
+    for (int g = 0; g < G; ++g) {
+      const auto gi = static_cast<std::size_t>(g);
+      math::gemm(ctx, math::Trans::no, math::Trans::no, m, ncols, k, T(1), w + gi * mg * kg, c + gi * kg * nc, beta,
+                 out + gi * mg * nc);
+    }
+    if (s > 1) Kernel::to_nchw(ctx, s, cp_.num_output, plane_, wide, ys, parallel);
+  }
+
+  // The gradients of samples [n0, n0 + s): dw = pbeta * dw + dY * col^T, db likewise, and the
+  // samples' input gradient (overwritten).
+  void backward_run(Context& ctx, const Grads& gr, int n0, int s, T* col, T* wide, T* dw, T* db, T pbeta,
+                    bool parallel) {
+    const int G = cp_.group;
+    const int m = cp_.num_output / G;
+    const int k = static_cast<int>(geom_.col_rows()) / G;
+    const std::size_t mg = static_cast<std::size_t>(m), kg = static_cast<std::size_t>(k);
+    const int ncols = static_cast<int>(plane_) * s;
+    const std::size_t nc = static_cast<std::size_t>(ncols);
+    const T* dy = gr.dy + static_cast<std::size_t>(n0) * out_sample();
+    if (s > 1) {
+      Kernel::from_nchw(ctx, s, cp_.num_output, plane_, dy, wide, parallel);
+      dy = wide;
+    }
+    if (gr.db) math::gemv(ctx, math::Trans::no, cp_.num_output, ncols, T(1), dy, ones_.data(), pbeta, db);
+    if (gr.dw) {
+      const T* xs = gr.x + static_cast<std::size_t>(n0) * in_sample();
+      const T* c = xs;
+      if (!(direct_ && s == 1)) {
+        Kernel::im2col(ctx, geom_, s, xs, col, parallel);
+        c = col;
+      }
+      for (int g = 0; g < G; ++g) {
+        const auto gi = static_cast<std::size_t>(g);
+        math::gemm(ctx, math::Trans::no, math::Trans::yes, m, k, ncols, T(1), dy + gi * mg * nc, c + gi * kg * nc,
+                   pbeta, dw + gi * mg * kg);
+      }
+    }
+    if (gr.dx) {
+      T* xd = gr.dx + static_cast<std::size_t>(n0) * in_sample();
+      // The direct path writes the input gradient in place of the column gradient.
+      T* dcol = (direct_ && s == 1) ? xd : col;
+      const T* w = this->blobs_[0]->data();
+      for (int g = 0; g < G; ++g) {
+        const auto gi = static_cast<std::size_t>(g);
+        math::gemm(ctx, math::Trans::yes, math::Trans::no, k, ncols, m, T(1), w + gi * mg * kg, dy + gi * mg * nc,
+                   T(0), dcol + gi * kg * nc);
+      }
+      if (!(direct_ && s == 1)) Kernel::col2im(ctx, geom_, s, dcol, xd, parallel);
+    }
+  }
+
+  [[nodiscard]] std::size_t in_sample() const {
+    return static_cast<std::size_t>(channels_) * static_cast<std::size_t>(geom_.height) *
+           static_cast<std::size_t>(geom_.width);
+  }
+  [[nodiscard]] std::size_t out_sample() const { return static_cast<std::size_t>(cp_.num_output) * plane_; }
+
+  [[nodiscard]] Parallel choose_scheme(int threads) const {
+    if constexpr (!std::is_same_v<D, CPU>) return Parallel::gemm;
+    if (forced_scheme_ != Parallel::automatic) return forced_scheme_;
+    if (threads <= 1 || num_ < threads) return Parallel::gemm;
+    // An uneven share idles threads: only where the remainder is small against the share.
+    if (num_ % threads != 0 && num_ < 4 * threads) return Parallel::gemm;
+    return Parallel::samples;
   }
 
   [[nodiscard]] int choose_batch(int threads) const {
     if (num_ <= 1 || plane_ == 0) return 1;
     if (forced_batch_ > 0) return std::min(forced_batch_, num_);
     if (plane_ > small_plane) return 1;
-    const auto t = static_cast<std::size_t>(std::max(threads, 1));
+    // On the samples scheme each GEMM is one thread's.
+    const auto t = static_cast<std::size_t>(scheme_ == Parallel::samples ? 1 : std::max(threads, 1));
     std::size_t s = (columns_per_thread * t + plane_ - 1) / plane_;
     const std::size_t per_sample = geom_.col_rows() * plane_ * sizeof(T);
     s = std::min(s, std::max<std::size_t>(1, column_bytes_per_thread * t / std::max<std::size_t>(per_sample, 1)));
     return static_cast<int>(std::min<std::size_t>(s, static_cast<std::size_t>(num_)));
   }
 
-  // Sizes the buffers for the batch chosen for this thread count; they only grow, so after the
-  // first pass this allocates nothing.
+  // Sizes the buffers for the scheme and batch chosen for this thread count; they only grow, so
+  // after the first pass this allocates nothing.
   void prepare_batch(int threads) {
+    scheme_ = choose_scheme(threads);
     batch_ = choose_batch(threads);
     const std::size_t cols = plane_ * static_cast<std::size_t>(batch_);
-    if (!(direct_ && batch_ == 1)) col_.reshape(Shape{static_cast<int>(geom_.col_rows()), static_cast<int>(cols)});
-    if (batch_ > 1) wide_.reshape(Shape{cp_.num_output, static_cast<int>(cols)});
+    const bool need_col = !(direct_ && batch_ == 1);
+    if (scheme_ == Parallel::samples) {
+      if (scratch_.size() < static_cast<std::size_t>(threads)) scratch_.resize(static_cast<std::size_t>(threads));
+      for (auto& sc : scratch_) {
+        auto grow = [](std::vector<T>& v, std::size_t n) {
+          if (v.size() < n) v.resize(n);
+        };
+        if (need_col) grow(sc.col, geom_.col_rows() * cols);
+        if (batch_ > 1) grow(sc.wide, static_cast<std::size_t>(cp_.num_output) * cols);
+        grow(sc.dw, this->blobs_.empty() ? 0 : this->blobs_[0]->count());
+        grow(sc.db, static_cast<std::size_t>(cp_.num_output));
+      }
+    } else {
+      if (need_col) col_.reshape(Shape{static_cast<int>(geom_.col_rows()), static_cast<int>(cols)});
+      if (batch_ > 1) wide_.reshape(Shape{cp_.num_output, static_cast<int>(cols)});
+    }
     if (cp_.bias_term && ones_.count() < cols) {
       ones_.reshape(Shape{static_cast<int>(cols)});
       std::vector<T> v(cols, T(1));
@@ -467,13 +611,14 @@ class ConvolutionLayer final : public Layer<D, T> {
     }
   }
 
-
   ConvolutionParam cp_;
   math::ConvGeometry geom_;
   int channels_ = 0, num_ = 0, out_h_ = 0, out_w_ = 0;
   std::size_t plane_ = 0;
   bool direct_ = false;
   int batch_ = 1, forced_batch_ = 0;
+  Parallel scheme_ = Parallel::gemm, forced_scheme_ = Parallel::automatic;
+  std::vector<Scratch> scratch_;  // per thread, on the samples scheme
   Tensor<D, T> col_;   // (C*KH*KW) x (batch * OH*OW)
   Tensor<D, T> wide_;  // num_output x (batch * OH*OW): a batch's output or output gradient
   Tensor<D, T> ones_;  // the bias multiplier
