@@ -6,8 +6,7 @@
 // POSEIDON_BENCH_FC_BATCH (AlexNet's fc layers once more at BVLC's training batch, default 256;
 // 0 skips them), POSEIDON_BENCH_MIN_TIME (seconds per benchmark, default 0.05: most iterations
 // are long), POSEIDON_BENCH_REPETITIONS (default 2; the summary keeps each benchmark's best
-// repetition, which filters out the noise of a shared machine). OMP_WAIT_POLICY defaults to
-// passive here (see main).
+// repetition, which filters out the noise of a shared machine).
 #include <benchmark/benchmark.h>
 #include <poseidon/core/context.hpp>
 #include <poseidon/core/message.hpp>
@@ -22,7 +21,6 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
-#include <unistd.h>
 #include <functional>
 #include <map>
 #include <memory>
@@ -348,16 +346,6 @@ class PeakReporter : public benchmark::ConsoleReporter {
 }  // namespace
 
 int main(int argc, char** argv) {
-#if defined(__linux__)
-  // OpenBLAS (pthreads) and our OpenMP loops keep separate thread pools; with GOMP's default
-  // spin-waiting, idle OpenMP workers steal the cores of the next GEMM (2 threads on 2 cores:
-  // conv3 forward 46 -> 86 GFLOP/s with passive waiting). libgomp reads the policy when it loads,
-  // so set it and restart once unless the user chose one.
-  if (!std::getenv("OMP_WAIT_POLICY")) {
-    setenv("OMP_WAIT_POLICY", "passive", 1);
-    execv("/proc/self/exe", argv);  // returns only on failure: then run as we are
-  }
-#endif
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   define_workloads();
