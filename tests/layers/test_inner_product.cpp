@@ -124,6 +124,10 @@ TEST_CASE("InnerProduct rejects bad configuration") {
   }
 }
 
+static_assert(layer<InnerProductLayer<CPU, float>>);
+static_assert(layer<Layer<CPU, double>>);
+static_assert(!layer<Tensor<CPU, float>>);
+
 TEST_CASE("InnerProduct is created by the registry") {
   auto layer = make_layer<CPU, float>(ip_param(3));
   CHECK(layer->type() == "InnerProduct");

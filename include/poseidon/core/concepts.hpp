@@ -11,6 +11,7 @@
 #include <span>
 #include <string_view>
 #include <type_traits>
+#include <vector>
 
 POSEIDON_NAMESPACE_BEGIN
 
@@ -21,6 +22,30 @@ template <class D>
 concept device = std::is_empty_v<D> && requires {
   { D::name } -> std::convertible_to<std::string_view>;
   { D::is_gpu } -> std::convertible_to<bool>;
+};
+
+// --- layer ------------------------------------------------------------------
+template <class D>
+class DeviceContext;
+template <class D, class T>
+class Tensor;
+
+// requires: device_type and value_type; Caffe's type string; setup, reshape, forward returning
+// the weighted loss and backward, over vectors of tensor pointers on the layer's device; the
+// learnable tensors. Every Layer<D, T> subclass models it (layers/layer.hpp).
+// ensures: nets, solvers and the gradient checker can drive the type.
+template <class L>
+concept layer = requires(L& l, const L& cl, DeviceContext<typename L::device_type>& ctx,
+                         const std::vector<Tensor<typename L::device_type, typename L::value_type>*>& tensors,
+                         const std::vector<bool>& propagate_down) {
+  typename L::device_type;
+  typename L::value_type;
+  { cl.type() } -> std::convertible_to<std::string_view>;
+  l.setup(ctx, tensors, tensors);
+  l.reshape(tensors, tensors);
+  { l.forward(ctx, tensors, tensors) } -> std::convertible_to<typename L::value_type>;
+  l.backward(ctx, tensors, propagate_down, tensors);
+  l.blobs();
 };
 
 // --- transport (owned by comm/) ------------------------------------------------
