@@ -363,10 +363,7 @@ class Net {
       }
       bool layer_need = param_need;
       for (bool b : need) layer_need = layer_need || b;
-      for (auto* t : tops) {
-        const auto it = std::find_if(blobs_.begin(), blobs_.end(), [t](const auto& b) { return b.get() == t; });
-        blob_need_backward[static_cast<std::size_t>(it - blobs_.begin())] = layer_need;
-      }
+      for (const auto& t : p.top) blob_need_backward[blob_index_.at(t)] = layer_need;
       layers_.push_back(std::move(layer));
       bottom_vecs_.push_back(std::move(bottoms));
       top_vecs_.push_back(std::move(tops));
