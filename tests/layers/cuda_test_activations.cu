@@ -7,22 +7,13 @@
 
 #include <type_traits>
 
+#include "support/layer_params.hpp"
 #include "support/cuda_layer_testing.hpp"
 
 using namespace poseidon;
 using namespace poseidon::testing;
 
 namespace {
-LayerParameter act_param(const char* type, const char* sub = nullptr, Message m = {}) {
-  LayerParameter p("act", type);
-  p.bottom = {"x"};
-  p.top = {"y"};
-  if (sub) p.with(sub, std::move(m));
-  return p;
-}
-LayerParameter relu_param(double slope) {
-  return act_param("ReLU", "relu_param", Message().set("negative_slope", slope));
-}
 // CUDA's tanh is within 2 ulp of the correctly rounded value, glibc's within 1: a few ulp apart.
 template <class T>
 double transcendental_eps() {

@@ -7,23 +7,13 @@
 #include <type_traits>
 #include <vector>
 
+#include "support/layer_params.hpp"
 #include "support/cuda_layer_testing.hpp"
 
 using namespace poseidon;
 using namespace poseidon::testing;
 
 namespace {
-LayerParameter bn_param(Phase phase = Phase::train, std::optional<bool> global = std::nullopt, double maf = 0.999,
-                        double eps = 1e-5) {
-  LayerParameter p("bn", "BatchNorm");
-  p.bottom = {"x"};
-  p.top = {"y"};
-  p.phase = phase;
-  Message m;
-  if (global) m.set("use_global_stats", *global);
-  m.set("moving_average_fraction", maf).set("eps", eps);
-  return p.with("batch_norm_param", m);
-}
 // Statistics are summed in double on both devices (in different orders) and rounded once to T;
 // normalised values reach a few units and their gradients carry 1 / std, so float keeps ~1e-5.
 template <class T>

@@ -8,24 +8,13 @@
 #include <type_traits>
 #include <vector>
 
+#include "support/layer_params.hpp"
 #include "support/cuda_layer_testing.hpp"
 
 using namespace poseidon;
 using namespace poseidon::testing;
 
 namespace {
-LayerParameter eltwise_param(const char* op, std::vector<double> coeff = {}, int bottoms = 2,
-                             std::optional<bool> stable = {}) {
-  LayerParameter p("elt", "Eltwise");
-  const std::vector<std::string> names{"b0", "b1", "b2", "b3"};
-  p.bottom.assign(names.begin(), names.begin() + bottoms);
-  p.top = {"y"};
-  Message m;
-  m.set_enum("operation", op);
-  for (double c : coeff) m.set("coeff", c);
-  if (stable) m.set("stable_prod_grad", *stable);
-  return p.with("eltwise_param", m);
-}
 template <class T>
 std::vector<Tensor<CPU, T>> inputs(int n, double lo = -2, double hi = 2) {
   std::vector<Tensor<CPU, T>> v;

@@ -4,22 +4,13 @@
 
 #include <type_traits>
 
+#include "support/layer_params.hpp"
 #include "support/cuda_layer_testing.hpp"
 
 using namespace poseidon;
 using namespace poseidon::testing;
 
 namespace {
-LayerParameter ip_param(int num_output, bool bias = true, bool transpose = false, int axis = 1) {
-  Message m;
-  m.set("num_output", num_output).set("bias_term", bias).set("transpose", transpose).set("axis", axis);
-  m.add("weight_filler", Message().set("type", "gaussian").set("std", 0.5));
-  m.add("bias_filler", Message().set("type", "uniform").set("min", -1).set("max", 1));
-  LayerParameter p("ip", "InnerProduct");
-  p.bottom = {"data"};
-  p.top = {"ip"};
-  return p.with("inner_product_param", m);
-}
 // cuBLAS and OpenBLAS sum the K products in different orders: float agrees to ~1e-6 per term.
 template <class T>
 double ip_eps() {

@@ -9,24 +9,13 @@
 #include <memory>
 #include <vector>
 
+#include "support/layer_params.hpp"
 #include "support/layer_testing.hpp"
 
 using namespace poseidon;
 using namespace poseidon::testing;
 
 namespace {
-LayerParameter act_param(const char* type, const char* sub = nullptr, Message m = {}) {
-  LayerParameter p("act", type);
-  p.bottom = {"x"};
-  p.top = {"y"};
-  if (sub) p.with(sub, std::move(m));
-  return p;
-}
-
-LayerParameter relu_param(double slope) {
-  return act_param("ReLU", "relu_param", Message().set("negative_slope", slope));
-}
-
 /// Forward + backward out of place, then in place on a copy of the same bottom with the same top
 /// diff: the top data and the bottom diff must be identical.
 template <class T>

@@ -6,24 +6,13 @@
 #include <optional>
 #include <vector>
 
+#include "support/layer_params.hpp"
 #include "support/layer_testing.hpp"
 
 using namespace poseidon;
 using namespace poseidon::testing;
 
 namespace {
-LayerParameter bn_param(Phase phase = Phase::train, std::optional<bool> global = std::nullopt, double maf = 0.999,
-                        double eps = 1e-5) {
-  LayerParameter p("bn", "BatchNorm");
-  p.bottom = {"x"};
-  p.top = {"y"};
-  p.phase = phase;
-  Message m;
-  if (global) m.set("use_global_stats", *global);
-  m.set("moving_average_fraction", maf).set("eps", eps);
-  return p.with("batch_norm_param", m);
-}
-
 // (N, C, 1, S) = (2, 2, 1, 2): channel 0 holds 1, 2, 3, 6 (mean 3, variance 14/4),
 // channel 1 holds 10, 20, 30, 40 (mean 25, variance 500/4).
 template <class T>

@@ -7,20 +7,13 @@
 #include <cstdint>
 #include <vector>
 
+#include "support/layer_params.hpp"
 #include "support/layer_testing.hpp"
 
 using namespace poseidon;
 using namespace poseidon::testing;
 
 namespace {
-LayerParameter dropout_param(double ratio, Phase phase = Phase::train, bool scale_train = true) {
-  LayerParameter p("drop", "Dropout");
-  p.bottom = {"x"};
-  p.top = {"y"};
-  p.phase = phase;
-  return p.with("dropout_param", Message().set("dropout_ratio", ratio).set("scale_train", scale_train));
-}
-
 template <class T>
 std::vector<T> forward_once(const LayerParameter& p, Tensor<CPU, T>& x, std::uint64_t seed) {
   Tensor<CPU, T> y;

@@ -6,25 +6,13 @@
 #include <string>
 #include <vector>
 
+#include "support/layer_params.hpp"
 #include "support/layer_testing.hpp"
 
 using namespace poseidon;
 using namespace poseidon::testing;
 
 namespace {
-LayerParameter eltwise_param(const char* op, std::vector<double> coeff = {}, int bottoms = 2,
-                             std::optional<bool> stable = {}) {
-  LayerParameter p("elt", "Eltwise");
-  const std::vector<std::string> names{"b0", "b1", "b2", "b3"};
-  p.bottom.assign(names.begin(), names.begin() + bottoms);
-  p.top = {"y"};
-  Message m;
-  m.set_enum("operation", op);
-  for (double c : coeff) m.set("coeff", c);
-  if (stable) m.set("stable_prod_grad", *stable);
-  return p.with("eltwise_param", m);
-}
-
 template <class T>
 void check_values(const std::vector<T>& got, const std::vector<double>& want) {
   REQUIRE(got.size() == want.size());

@@ -1,23 +1,11 @@
 #include <doctest/doctest.h>
 #include <poseidon/layers/inner_product.hpp>
 
+#include "support/layer_params.hpp"
 #include "support/layer_testing.hpp"
 
 using namespace poseidon;
 using namespace poseidon::testing;
-
-namespace {
-LayerParameter ip_param(int num_output, bool bias = true, bool transpose = false, int axis = 1) {
-  Message m;
-  m.set("num_output", num_output).set("bias_term", bias).set("transpose", transpose).set("axis", axis);
-  m.add("weight_filler", Message().set("type", "gaussian").set("std", 0.5));
-  m.add("bias_filler", Message().set("type", "uniform").set("min", -1).set("max", 1));
-  LayerParameter p("ip", "InnerProduct");
-  p.bottom = {"data"};
-  p.top = {"ip"};
-  return p.with("inner_product_param", m);
-}
-}  // namespace
 
 TEST_CASE_TEMPLATE("InnerProduct forward matches a hand computation", T, float, double) {
   auto x = tensor_of<T>({2, 3}, {1, 2, 3, -1, 0, 2});

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <vector>
 
+#include "support/layer_params.hpp"
 #include "support/layer_testing.hpp"
 
 using namespace poseidon;
@@ -19,14 +20,6 @@ LayerParameter softmax_loss_param(Message loss_param = {}, int axis = 1, std::ve
   p.loss_weight = std::move(loss_weight);
   p.with("softmax_param", Message().set("axis", axis));
   if (!loss_param.empty()) p.with("loss_param", std::move(loss_param));
-  return p;
-}
-
-LayerParameter euclidean_param(std::vector<float> loss_weight = {}) {
-  LayerParameter p("l2", "EuclideanLoss");
-  p.bottom = {"pred", "target"};
-  p.top = {"loss"};
-  p.loss_weight = std::move(loss_weight);
   return p;
 }
 
