@@ -627,3 +627,7 @@ class ConvolutionLayer final : public Layer<D, T> {
 POSEIDON_REGISTER_LAYER("Convolution", ConvolutionLayer)
 
 POSEIDON_NAMESPACE_END
+
+#if defined(__CUDACC__) && defined(POSEIDON_WITH_CUDA)
+#include <poseidon/layers/cuda/convolution.cuh>
+#endif

@@ -237,3 +237,7 @@ class LRNLayer final : public Layer<D, T> {
 POSEIDON_REGISTER_LAYER("LRN", LRNLayer)
 
 POSEIDON_NAMESPACE_END
+
+#if defined(__CUDACC__) && defined(POSEIDON_WITH_CUDA)
+#include <poseidon/layers/cuda/lrn.cuh>
+#endif

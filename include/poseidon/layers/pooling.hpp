@@ -303,3 +303,7 @@ class PoolingLayer final : public Layer<D, T> {
 POSEIDON_REGISTER_LAYER("Pooling", PoolingLayer)
 
 POSEIDON_NAMESPACE_END
+
+#if defined(__CUDACC__) && defined(POSEIDON_WITH_CUDA)
+#include <poseidon/layers/cuda/pooling.cuh>
+#endif
