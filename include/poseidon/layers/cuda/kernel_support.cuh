@@ -1,5 +1,5 @@
 // Launch helpers shared by the CUDA layer kernels (layers/cuda/*.cuh): grid-stride elementwise
-// launches of functors and a deterministic block reduction. Included only under nvcc.
+// launches of functors and a deterministic block reduction (CUB). Included only under nvcc.
 #pragma once
 
 #include <poseidon/core/config.hpp>
@@ -7,6 +7,7 @@
 #include <poseidon/core/memory.hpp>
 #include <poseidon/math/blas.hpp>
 
+#include <cub/block/block_reduce.cuh>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -45,26 +46,20 @@ void launch_blocks(void (*kernel)(KArgs...), std::size_t blocks, Args... args) {
   POSEIDON_CUDA_CHECK(cudaGetLastError());
 }
 
-/// The sum of v over a block of block_threads threads, returned to every thread. The order of
-/// additions is fixed by the block shape, so results are bit-identical from run to run. It
-/// synchronises the block, so every read a thread made before the call is done when it returns.
+/// The sum of v over a block of block_threads threads, returned to every thread (CUB's
+/// BlockReduce). Its order of additions is fixed by the block shape, so results are bit-identical
+/// from run to run. It synchronises the block, so every read a thread made before the call is
+/// done when it returns. Every thread of the block must call it.
 template <class A>
 __device__ A block_sum(A v) {
-  constexpr int warps = block_threads / 32;
-  __shared__ A warp_sums[warps];
+  using Reduce = cub::BlockReduce<A, block_threads>;
+  __shared__ typename Reduce::TempStorage temp;
   __shared__ A total;
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
-  const int lane = static_cast<int>(threadIdx.x) & 31, warp = static_cast<int>(threadIdx.x) >> 5;
-  if (lane == 0) warp_sums[warp] = v;
-  __syncthreads();
-  if (warp == 0) {
-    v = lane < warps ? warp_sums[lane] : A(0);
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
-    if (lane == 0) total = v;
-  }
+  const A s = Reduce(temp).Sum(v);  // valid in thread 0 only
+  if (threadIdx.x == 0) total = s;
   __syncthreads();
   const A r = total;
-  // A second call must not overwrite `total` before every thread has read it.
+  // A second call must not overwrite `total` or reuse `temp` before every thread has read it.
   __syncthreads();
   return r;
 }
