@@ -2,7 +2,9 @@
 // 3x32x32 pixel bytes) and Cifar10Data, a data layer serving it with transform_param.
 #pragma once
 
+#include <poseidon/data/dataset_reader.hpp>
 #include <poseidon/data/idx_data_layer.hpp>
+#include <poseidon/data/staging.hpp>
 #include <poseidon/data/transform.hpp>
 #include <poseidon/layers/layer.hpp>
 #include <poseidon/layers/registry.hpp>
@@ -139,10 +141,11 @@ class Cifar10DataLayer final : public Layer<D, T>, public ResumableLayer {
     reader_.start(ctx.rng());
   }
   void forward_impl(Context& ctx, const Vec&, const Vec& top) override {
+    const std::size_t batch = static_cast<std::size_t>(cp_.batch_size), per = top[0]->count(1);
     reader_.fill(cp_.batch_size, transformer_, Cifar10Dataset::channels, Cifar10Dataset::height,
-                 Cifar10Dataset::width, top[0]->count(1), ctx.rng(), host_data_, host_labels_);
-    top[0]->copy_data_from_host(host_data_);
-    if (top.size() > 1) top[1]->copy_data_from_host(host_labels_);
+                 Cifar10Dataset::width, per, ctx.rng(), data_staging_.host(batch * per), label_staging_.host(batch));
+    data_staging_.upload(*top[0], ctx);
+    if (top.size() > 1) label_staging_.upload(*top[1], ctx);
   }
   void backward_impl(Context&, const Vec&, const std::vector<bool>&, const Vec&) override {}
 
@@ -150,9 +153,14 @@ class Cifar10DataLayer final : public Layer<D, T>, public ResumableLayer {
   Cifar10DataParam cp_;
   DataTransformer transformer_;
   detail::DatasetReader<Cifar10Dataset> reader_;
-  std::vector<T> host_data_, host_labels_;
+  // Host memory the batches are assembled in (pinned on CUDA).
+  detail::BatchStaging<D, T> data_staging_, label_staging_;
 };
 
 POSEIDON_REGISTER_LAYER("Cifar10Data", Cifar10DataLayer)
+#if defined(__CUDACC__) && defined(POSEIDON_WITH_CUDA)
+// Device-generic: batches are assembled on the host and uploaded (data/cuda/staging.cuh).
+POSEIDON_REGISTER_LAYER_CUDA("Cifar10Data", Cifar10DataLayer)
+#endif
 
 POSEIDON_NAMESPACE_END

@@ -9,6 +9,7 @@
 
 #include <cstddef>
 #include <memory>
+#include <span>
 #include <sstream>
 #include <string>
 #include <string_view>
@@ -40,12 +41,16 @@ class DatasetReader {
   }
 
   /// Writes `batch` transformed images of shape (c, h, w) and their labels, cycling (and
-  /// reshuffling, if asked) at the end of the data as Caffe's data layers do.
+  /// reshuffling, if asked) at the end of the data as Caffe's data layers do. `images` holds
+  /// batch * per_image values and `labels` batch (host memory: pageable or pinned).
   template <class T>
   void fill(int batch, const DataTransformer& tf, int c, int h, int w, std::size_t per_image, Rng& rng,
-            std::vector<T>& images, std::vector<T>& labels) {
-    images.resize(static_cast<std::size_t>(batch) * per_image);
-    labels.resize(static_cast<std::size_t>(batch));
+            std::span<T> images, std::span<T> labels) {
+    POSEIDON_CHECK(images.size() == static_cast<std::size_t>(batch) * per_image &&
+                       labels.size() == static_cast<std::size_t>(batch),
+                   "DatasetReader::fill: room for ", images.size(), " values and ", labels.size(),
+                   " labels, a batch of ", batch, " needs ", static_cast<std::size_t>(batch) * per_image, " and ",
+                   batch);
     for (int k = 0; k < batch; ++k) {
       if (cursor_ >= data_->size()) start(rng);
       tf.apply(data_->image(cursor_), c, h, w, images.data() + static_cast<std::size_t>(k) * per_image, rng);

@@ -84,5 +84,9 @@ class DummyDataLayer final : public Layer<D, T> {
 };
 
 POSEIDON_REGISTER_LAYER("DummyData", DummyDataLayer)
+#if defined(__CUDACC__) && defined(POSEIDON_WITH_CUDA)
+// Device-generic: fill() draws on the host (the CPU's numbers, same RNG) and copies the result.
+POSEIDON_REGISTER_LAYER_CUDA("DummyData", DummyDataLayer)
+#endif
 
 POSEIDON_NAMESPACE_END

@@ -4,6 +4,7 @@
 
 #include <poseidon/data/dataset_reader.hpp>
 #include <poseidon/data/idx.hpp>
+#include <poseidon/data/staging.hpp>
 #include <poseidon/data/transform.hpp>
 #include <poseidon/layers/layer.hpp>
 #include <poseidon/layers/registry.hpp>
@@ -101,9 +102,11 @@ class IdxDataLayer final : public Layer<D, T>, public ResumableLayer {
 
   void forward_impl(Context& ctx, const Vec&, const Vec& top) override {
     const auto s = reader_.data().image_shape();
-    reader_.fill(ip_.batch_size, transformer_, s[0], s[1], s[2], top[0]->count(1), ctx.rng(), host_data_, host_labels_);
-    top[0]->copy_data_from_host(host_data_);
-    if (top.size() > 1) top[1]->copy_data_from_host(host_labels_);
+    const std::size_t batch = static_cast<std::size_t>(ip_.batch_size), per = top[0]->count(1);
+    reader_.fill(ip_.batch_size, transformer_, s[0], s[1], s[2], per, ctx.rng(), data_staging_.host(batch * per),
+                 label_staging_.host(batch));
+    data_staging_.upload(*top[0], ctx);
+    if (top.size() > 1) label_staging_.upload(*top[1], ctx);
   }
   void backward_impl(Context&, const Vec&, const std::vector<bool>&, const Vec&) override {}
 
@@ -111,9 +114,14 @@ class IdxDataLayer final : public Layer<D, T>, public ResumableLayer {
   IdxDataParam ip_;
   DataTransformer transformer_;
   detail::DatasetReader<IdxDataset> reader_;
-  std::vector<T> host_data_, host_labels_;
+  // Host memory the batches are assembled in (pinned on CUDA).
+  detail::BatchStaging<D, T> data_staging_, label_staging_;
 };
 
 POSEIDON_REGISTER_LAYER("IdxData", IdxDataLayer)
+#if defined(__CUDACC__) && defined(POSEIDON_WITH_CUDA)
+// Device-generic: batches are assembled on the host and uploaded (data/cuda/staging.cuh).
+POSEIDON_REGISTER_LAYER_CUDA("IdxData", IdxDataLayer)
+#endif
 
 POSEIDON_NAMESPACE_END

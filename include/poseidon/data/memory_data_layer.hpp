@@ -2,14 +2,14 @@
 // forward serves consecutive batches of them and wraps around at the end.
 #pragma once
 
+#include <poseidon/data/staging.hpp>
 #include <poseidon/layers/layer.hpp>
 #include <poseidon/layers/registry.hpp>
 #include <poseidon/net/snapshot.hpp>
 
-#include <string>
-
 #include <charconv>
 #include <span>
+#include <string>
 #include <vector>
 
 POSEIDON_NAMESPACE_BEGIN
@@ -80,12 +80,12 @@ class MemoryDataLayer final : public Layer<D, T>, public ResumableLayer {
     this->check(mp_.batch_size > 0 && mp_.channels > 0 && mp_.height > 0 && mp_.width > 0,
                 "batch_size, channels, height and width must all be positive");
   }
-  void forward_impl(Context&, const Vec&, const Vec& top) override {
+  void forward_impl(Context& ctx, const Vec&, const Vec& top) override {
     this->check(!labels_.empty(), "forward before reset(): no data was handed in");
     const std::size_t b = static_cast<std::size_t>(mp_.batch_size);
     const std::size_t per = top[0]->count(1);
-    top[0]->copy_data_from_host(std::span<const T>(data_).subspan(pos_ * per, b * per));
-    top[1]->copy_data_from_host(std::span<const T>(labels_).subspan(pos_, b));
+    data_staging_.upload(std::span<const T>(data_).subspan(pos_ * per, b * per), *top[0], ctx);
+    label_staging_.upload(std::span<const T>(labels_).subspan(pos_, b), *top[1], ctx);
     pos_ = (pos_ + b) % labels_.size();
   }
   void backward_impl(Context&, const Vec&, const std::vector<bool>&, const Vec&) override {}
@@ -94,8 +94,13 @@ class MemoryDataLayer final : public Layer<D, T>, public ResumableLayer {
   MemoryDataParam mp_;
   std::vector<T> data_, labels_;
   std::size_t pos_ = 0;
+  // On CUDA each batch goes through pinned memory; the arrays handed in stay pageable.
+  detail::BatchStaging<D, T> data_staging_, label_staging_;
 };
 
 POSEIDON_REGISTER_LAYER("MemoryData", MemoryDataLayer)
+#if defined(__CUDACC__) && defined(POSEIDON_WITH_CUDA)
+POSEIDON_REGISTER_LAYER_CUDA("MemoryData", MemoryDataLayer)
+#endif
 
 POSEIDON_NAMESPACE_END

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <limits>
+#include <vector>
 
 POSEIDON_NAMESPACE_BEGIN
 
@@ -63,5 +64,9 @@ class InputLayer final : public Layer<D, T> {
 };
 
 POSEIDON_REGISTER_LAYER("Input", InputLayer)
+#if defined(__CUDACC__) && defined(POSEIDON_WITH_CUDA)
+// Nothing runs on the device: the user fills the tops (Tensor::copy_data_from_host and friends).
+POSEIDON_REGISTER_LAYER_CUDA("Input", InputLayer)
+#endif
 
 POSEIDON_NAMESPACE_END

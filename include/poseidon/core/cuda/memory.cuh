@@ -1,29 +1,22 @@
 // CUDA device memory and host<->device copies for Tensor<CUDA, T>; included by core/memory.hpp
-// only under nvcc. Plain cudaMalloc here; the caching allocator arrives with the CUDA layers.
+// only under nvcc. Allocations go through the caching allocator (core/cuda/caching_allocator.cuh).
 #pragma once
 
+#include <poseidon/core/cuda/caching_allocator.cuh>
 #include <poseidon/core/cuda/check.cuh>
+#include <poseidon/core/cuda/pinned_buffer.cuh>
 #include <poseidon/core/memory.hpp>
 
 #include <cuda_runtime.h>
 
 POSEIDON_NAMESPACE_BEGIN
 
+/// Device memory from the caching allocator: frees are cached and reused (see its stream rule),
+/// so reshaping and per-iteration scratch buffers cost no cudaMalloc once warmed up.
 template <>
 struct Allocator<CUDA> {
-  static void* allocate(std::size_t bytes) {
-    if (bytes == 0) return nullptr;
-    void* p = nullptr;
-    const cudaError_t e = cudaMalloc(&p, bytes);
-    if (e != cudaSuccess) {
-      (void)cudaGetLastError();  // clear the sticky-free error so later calls are not blamed
-      detail::raise("CUDA out of memory: cudaMalloc(", bytes, " bytes) failed: ", cudaGetErrorString(e));
-    }
-    return p;
-  }
-  static void deallocate(void* p, std::size_t /*bytes*/) noexcept {
-    if (p) (void)cudaFree(p);
-  }
+  static void* allocate(std::size_t bytes) { return CudaCachingAllocator::instance().allocate(bytes); }
+  static void deallocate(void* p, std::size_t /*bytes*/) noexcept { CudaCachingAllocator::instance().deallocate(p); }
   static void zero(void* p, std::size_t bytes) {
     if (bytes) POSEIDON_CUDA_CHECK(cudaMemset(p, 0, bytes));
   }
