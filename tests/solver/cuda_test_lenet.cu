@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <cstdlib>
 #include <filesystem>
 #include <memory>
 #include <sstream>
@@ -29,7 +30,9 @@ constexpr int batch = 32, samples = 8 * batch;
 // Caffe's LeNet as the example ships it, with its two IdxData layers (Fashion-MNIST files, which
 // a GPU runner may not have) replaced by one MemoryData layer of the same tops.
 Message lenet() {
-  const fs::path file = fs::path(__FILE__).parent_path() / "../../examples/lenet/lenet_train_test.prototxt";
+  // $POSEIDON_SOURCE_DIR wins over the build's source tree, for binaries run on another machine.
+  const char* root = std::getenv("POSEIDON_SOURCE_DIR");
+  const fs::path file = fs::path(root && *root ? root : POSEIDON_SOURCE_DIR) / "examples/lenet/lenet_train_test.prototxt";
   REQUIRE_MESSAGE(fs::exists(file), "cannot find ", file.string());
   const Message m = read_prototxt(file);
   Message net;
