@@ -2,6 +2,7 @@
 
 #include "solver_testing.hpp"
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -284,4 +285,30 @@ TEST_CASE("A small MLP learns a separable problem (convergence smoke test)") {
     for (std::size_t i = 0; i < out.size(); ++i) correct += (out[i] > 0) == (lab[i] > 0);
   }
   CHECK(correct >= n * 97 / 100);
+}
+
+TEST_CASE("The smoothed loss is the mean of the last average_loss losses, exactly 0 when they are") {
+  // One sample a batch, loss = x^2 / 2 against a label of 0: the losses are known in advance.
+  const std::vector<float> xs{0.3f, 0.7f, 0.1f, 0.9f, 0.0f, 0.0f, 0.0f};
+  auto c = SolverConfig::from_text("base_lr: 0.1 lr_policy: \"fixed\" max_iter: 100 display: 0 average_loss: 3");
+  c.net_param = parse_prototxt(R"(
+    name: "fixed_losses"
+    layer { name: "data" type: "MemoryData" top: "x" top: "label"
+            memory_data_param { batch_size: 1 channels: 1 height: 1 width: 1 } }
+    layer { name: "loss" type: "EuclideanLoss" bottom: "x" bottom: "label" top: "loss" })");
+  std::ostringstream log;
+  SGDSolver<CPU, float> s(c, SolverOptions().log_to(log).with_progress(SolverOptions::Progress::off));
+  dynamic_cast<MemoryDataLayer<CPU, float>&>(s.net().layer_by_name("data")).reset(xs, std::vector<float>(xs.size(), 0));
+  std::vector<double> losses;
+  for (float x : xs) {
+    s.step(1);
+    losses.push_back(static_cast<double>(static_cast<float>(0.5 * double(x) * double(x))));
+    const std::size_t k = std::min<std::size_t>(losses.size(), 3);
+    double mean = 0;
+    for (std::size_t i = losses.size() - k; i < losses.size(); ++i) mean += losses[i];
+    mean /= static_cast<double>(k);
+    CAPTURE(losses.size());
+    CHECK(s.smoothed_loss() == doctest::Approx(mean).epsilon(1e-6));
+  }
+  CHECK(s.smoothed_loss() == 0.0f);  // three zero losses: no drift left over from the earlier ones
 }

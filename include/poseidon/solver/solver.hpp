@@ -229,6 +229,7 @@ class Solver {
   /// The per-parameter update: normalize, regularize, compute_update_value, data -= diff.
   void apply_update(int param_id) { apply_update(param_id, static_cast<T>(learning_rate())); }
   void apply_update(int param_id, T rate) {
+    if (fused_update(param_id, rate)) return;
     normalize(param_id);
     regularize(param_id);
     compute_update_value(param_id, rate);
@@ -286,6 +287,11 @@ class Solver {
   /// Turns parameter i's gradient into the step to subtract (the solver type's rule); the rate
   /// is the policy's, before lr_mult.
   virtual void compute_update_value(int param_id, T rate) = 0;
+  /// normalize, regularize, compute_update_value and update_param of parameter i in one pass over
+  /// memory, where a solver type has such a pass for the case at hand; false: not done, the steps
+  /// run one by one. The result must match theirs up to float rounding (and leave the step in
+  /// diff, as they do).
+  virtual bool fused_update(int /*param_id*/, T /*rate*/) { return false; }
   /// data -= diff (Caffe's Blob::Update).
   void update_param(int param_id) {
     auto& t = param(param_id);
@@ -504,18 +510,21 @@ class Solver {
     return tested;
   }
 
-  // Caffe's UpdateSmoothedLoss; the window persists across step() calls (and snapshots).
+  // The mean of the last average_loss losses, as Caffe's UpdateSmoothedLoss defines it. Caffe
+  // keeps it as a running sum, which drifts: a loss of exactly 0 was shown as 4e-09 or -4e-08.
+  // The window is summed afresh in double each time instead (average_loss is small). The window
+  // persists across step() calls (and snapshots).
   void update_smoothed_loss(T loss) {
     const std::size_t n = static_cast<std::size_t>(cfg_.average_loss);
     if (losses_.size() < n) {
       losses_.push_back(loss);
-      const T size = static_cast<T>(losses_.size());
-      smoothed_loss_ = (smoothed_loss_ * (size - 1) + loss) / size;
     } else {
-      smoothed_loss_ += (loss - losses_[loss_pos_]) / static_cast<T>(n);
       losses_[loss_pos_] = loss;
       loss_pos_ = (loss_pos_ + 1) % n;
     }
+    double sum = 0;
+    for (T l : losses_) sum += static_cast<double>(l);
+    smoothed_loss_ = static_cast<T>(sum / static_cast<double>(losses_.size()));
   }
 
   void log_train_outputs() {
