@@ -10,6 +10,7 @@
 #include <poseidon/comm/fabric_transport.hpp>
 
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -36,6 +37,20 @@ struct Command {
 constexpr pd::Tag cmd_tag = 1, data_tag = 2, ack_tag = 3;
 constexpr int window = 4;  // sends in flight per direction
 
+// CPU time of this whole process (all threads, user + kernel): on shared cores wall-clock
+// throughput follows the load, CPU seconds per byte much less so.
+std::uint64_t process_cpu_ns() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000u + static_cast<std::uint64_t>(ts.tv_nsec);
+}
+
+// The throughput acknowledgement: messages received, and the CPU the peer spent on them.
+struct Ack {
+  std::uint64_t count = 0;
+  std::uint64_t cpu_ns = 0;
+};
+
 std::uint64_t count_for(std::int64_t size) {
   return static_cast<std::uint64_t>(std::clamp<std::int64_t>((256 << 20) / size, 1, 2000));
 }
@@ -53,6 +68,7 @@ void fabric_peer(pd::FabricTransport& t) {
     bufs.resize(window);
     for (auto& b : bufs) b.resize(c.size);
     if (c.op == 1) {
+      const auto cpu0 = process_cpu_ns();
       std::vector<pd::FabricTransport::Request> reqs(window);
       for (std::uint64_t i = 0; i < c.count; ++i) {
         auto& r = reqs[i % window];
@@ -61,7 +77,7 @@ void fabric_peer(pd::FabricTransport& t) {
       }
       for (auto& r : reqs)
         if (r.valid()) t.wait(r);
-      std::uint64_t ack = c.count;
+      Ack ack{c.count, process_cpu_ns() - cpu0};
       auto s = t.isend(0, ack_tag, std::as_bytes(std::span(&ack, 1)));
       t.wait(s);
     } else {
@@ -91,8 +107,10 @@ void socket_peer(int fd) {
     if (!read_all(fd, &c, sizeof c) || c.op == 0) return;
     buf.resize(c.size);
     if (c.op == 1) {
+      const auto cpu0 = process_cpu_ns();
       for (std::uint64_t i = 0; i < c.count; ++i) read_all(fd, buf.data(), c.size);
-      write_all(fd, &c.count, 8);
+      Ack ack{c.count, process_cpu_ns() - cpu0};
+      write_all(fd, &ack, sizeof ack);
     } else {
       for (std::uint64_t i = 0; i < c.count; ++i) {
         read_all(fd, buf.data(), c.size);
@@ -102,10 +120,12 @@ void socket_peer(int fd) {
   }
 }
 
-// POSEIDON_BENCH_SPIN_US overrides FabricOptions::spin in both processes (for tuning it).
+// POSEIDON_BENCH_SPIN_US and POSEIDON_BENCH_PIECE_BYTES override FabricOptions::spin and
+// ::checksum_piece_bytes in both processes (for tuning them).
 pd::FabricOptions bench_options() {
   pd::FabricOptions o;
   if (const char* s = std::getenv("POSEIDON_BENCH_SPIN_US")) o.spin = std::chrono::microseconds(std::atoll(s));
+  if (const char* s = std::getenv("POSEIDON_BENCH_PIECE_BYTES")) o.checksum_piece_bytes = std::strtoull(s, nullptr, 10);
   return o;
 }
 
@@ -137,7 +157,9 @@ void BM_fabric_throughput(benchmark::State& st, bool checksum) {
   std::vector<std::byte> buf(size, std::byte{1});
   auto& t = *g_fabric;
   t.set_checksum_payload(checksum);
+  double cpu_s = 0;
   for (auto _ : st) {
+    const auto cpu0 = process_cpu_ns();
     Command c{1, size, count, checksum};
     auto q = t.isend(1, cmd_tag, std::as_bytes(std::span(&c, 1)));
     std::vector<pd::FabricTransport::Request> reqs(window);
@@ -148,26 +170,32 @@ void BM_fabric_throughput(benchmark::State& st, bool checksum) {
     }
     for (auto& r : reqs)
       if (r.valid()) t.wait(r);
-    std::uint64_t ack = 0;
+    Ack ack;
     auto a = t.irecv(1, ack_tag, std::as_writable_bytes(std::span(&ack, 1)));
     t.wait(a);
     t.wait(q);
+    cpu_s += static_cast<double>(process_cpu_ns() - cpu0 + ack.cpu_ns) * 1e-9;
   }
   st.SetBytesProcessed(static_cast<std::int64_t>(st.iterations() * size * count));
+  st.counters["GB_per_cpu_s"] = static_cast<double>(st.iterations() * size * count) / cpu_s / 1e9;
 }
 
 void BM_socket_throughput(benchmark::State& st) {
   const auto size = static_cast<std::uint64_t>(st.range(0));
   const auto count = count_for(st.range(0));
   std::vector<std::byte> buf(size, std::byte{1});
+  double cpu_s = 0;
   for (auto _ : st) {
+    const auto cpu0 = process_cpu_ns();
     Command c{1, size, count, 0};
     write_all(g_socket.get(), &c, sizeof c);
     for (std::uint64_t i = 0; i < count; ++i) write_all(g_socket.get(), buf.data(), size);
-    std::uint64_t ack = 0;
-    read_all(g_socket.get(), &ack, 8);
+    Ack ack;
+    read_all(g_socket.get(), &ack, sizeof ack);
+    cpu_s += static_cast<double>(process_cpu_ns() - cpu0 + ack.cpu_ns) * 1e-9;
   }
   st.SetBytesProcessed(static_cast<std::int64_t>(st.iterations() * size * count));
+  st.counters["GB_per_cpu_s"] = static_cast<double>(st.iterations() * size * count) / cpu_s / 1e9;
 }
 
 void BM_fabric_latency(benchmark::State& st) {
@@ -214,7 +242,7 @@ void sizes(benchmark::internal::Benchmark* b) {
   b->UseRealTime()->MinTime(0.3);
 }
 void latency_sizes(benchmark::internal::Benchmark* b) {
-  for (std::int64_t s : {8, 512, 4096, 65536, 1 << 20}) b->Arg(s);
+  for (std::int64_t s : {8, 512, 4096, 65536, 1 << 20, 16 << 20}) b->Arg(s);
   b->UseRealTime()->MinTime(0.3);
 }
 
@@ -238,6 +266,8 @@ class RatioReporter : public benchmark::ConsoleReporter {
         bps_[name][size].push_back(it->second.value);
       if (auto it = r.counters.find("us_per_round_trip"); it != r.counters.end())
         rtt_[name][size].push_back(it->second.value);
+      if (auto it = r.counters.find("GB_per_cpu_s"); it != r.counters.end())
+        cpu_[name][size].push_back(it->second.value);
     }
     ConsoleReporter::ReportRuns(runs);
   }
@@ -252,6 +282,14 @@ class RatioReporter : public benchmark::ConsoleReporter {
       std::printf("%10lld %12.3f %12.3f %7.0f%% %12.3f %7.0f%%\n", size, s / 1e9, f / 1e9, 100 * f / s, g / 1e9,
                   100 * g / s);
     }
+    std::printf("\nbytes moved per CPU-second of both processes, median (GB/s of CPU)\n%10s %12s %12s %8s %12s %8s\n",
+                "bytes", "socket", "fabric-crc", "ratio", "fabric-nocrc", "ratio");
+    for (const auto& [size, v] : cpu_["BM_socket_throughput"]) {
+      const double s = median(v);
+      const double f = median(cpu_["BM_fabric_throughput/crc"][size]);
+      const double g = median(cpu_["BM_fabric_throughput/nocrc"][size]);
+      std::printf("%10lld %12.3f %12.3f %7.0f%% %12.3f %7.0f%%\n", size, s, f, 100 * f / s, g, 100 * g / s);
+    }
     std::printf("\nround trip, median of repetitions (us)\n%10s %10s %10s %8s\n", "bytes", "socket", "fabric",
                 "ratio");
     for (const auto& [size, v] : rtt_["BM_socket_latency"]) {
@@ -262,7 +300,7 @@ class RatioReporter : public benchmark::ConsoleReporter {
   }
 
  private:
-  std::map<std::string, std::map<long long, std::vector<double>>> bps_, rtt_;
+  std::map<std::string, std::map<long long, std::vector<double>>> bps_, rtt_, cpu_;
 };
 
 }  // namespace

@@ -73,6 +73,35 @@ TEST_CASE("crc32c: the interleaved fast path equals the portable one at every le
   }
 }
 
+TEST_CASE("crc32c_payload: the carry-less folding path equals the portable CRC at every length and alignment") {
+  // Around the folding threshold, the 256-byte main step, the 16-byte tail blocks and the last
+  // 0-15 bytes; random lengths up to 64 KiB; all 64 alignments of a 512-bit load.
+  MESSAGE("folding path available: ", pd::detail::cpu_has_crc32c_fold());
+  std::mt19937_64 rng(7);
+  std::vector<unsigned char> buf(70'000);
+  for (auto& b : buf) b = static_cast<unsigned char>(rng());
+  std::vector<std::size_t> lengths;
+  const std::size_t m = pd::detail::crc32c_fold_min;
+  for (std::size_t base : {m, m + 256, m + 512, 2 * m, m + 4096 + 256 + 16, m * 64})
+    for (std::size_t d = 0; d < 34; ++d) {
+      lengths.push_back(base + d);
+      lengths.push_back(base - d);
+    }
+  for (int i = 0; i < 200; ++i) lengths.push_back(static_cast<std::size_t>(rng() % (buf.size() - 64)));
+  for (const std::size_t n : lengths) {
+    for (std::size_t align = 0; align < 64; align += 1 + n % 13) {
+      const auto seed = static_cast<std::uint32_t>(rng());
+      const unsigned char* p = buf.data() + align;
+      CAPTURE(n);
+      CAPTURE(align);
+      CHECK(pd::detail::crc32c_payload(std::as_bytes(std::span(p, n)), seed) ==
+            ~pd::detail::crc32c_portable(~seed, p, n));
+    }
+  }
+  std::vector<std::byte> zeros(4096);
+  CHECK(pd::detail::crc32c_payload(zeros) == pd::crc32c(zeros));
+}
+
 TEST_CASE("crc32c: joining the CRCs of two pieces equals the CRC of the whole") {
   std::mt19937 rng(3);
   std::vector<std::byte> v(20000);
@@ -178,6 +207,82 @@ TEST_CASE("malformed frames are rejected with the matching reason") {
     g[32] = std::byte{1};
     reseal(g);
     rejects(g, pd::FrameError::bad_reserved);
+  }
+}
+
+TEST_CASE("pieced frames: header round trip, limits, and each piece checked against its own CRC") {
+  // 10,000 bytes in pieces of 4096: 4096 + 4096 + 1808.
+  std::vector<std::byte> payload(10'000);
+  for (std::size_t i = 0; i < payload.size(); ++i) payload[i] = static_cast<std::byte>((i * 7 + 3) & 0xFF);
+  const std::span<const std::byte> all(payload);
+  pd::FrameHeader h;
+  h.kind = pd::FrameKind::data;
+  h.flags = pd::FrameHeader::flag_piece_crc;
+  h.source = 2;
+  h.tag = 77;
+  h.length = payload.size();
+  h.piece = 4096;
+  h.payload_crc = pd::crc32c(all.first(4096));
+  CHECK(h.pieced());
+  CHECK(h.piece_count() == 3);
+  std::array<std::byte, pd::FrameHeader::size> raw{};
+  pd::encode_header(h, raw);
+  const pd::FrameLimits fabric{1 << 20, 4, true};
+
+  auto d = pd::decode_header(raw, fabric);
+  REQUIRE(d.error == pd::FrameError::none);
+  CHECK(d.header.piece == 4096);
+  CHECK(d.header.payload_crc == h.payload_crc);
+  CHECK(d.header.piece_count() == 3);
+
+  SUBCASE("only a receiver that reads trailers accepts pieced frames") {
+    CHECK(pd::decode_header(raw, {1 << 20, 4}).error == pd::FrameError::bad_flags);
+    pd::FrameHeader got;
+    std::span<const std::byte> p;
+    auto f = frame(h, payload);  // contiguous, as a control channel would read it
+    CHECK(pd::decode_frame(f, fabric, got, p) == pd::FrameError::bad_flags);
+    CHECK(pd::check_payload(d.header, all) == pd::FrameError::bad_flags);
+  }
+  SUBCASE("a piece size below the minimum, or both checksum flags, are refused") {
+    auto small = h;
+    small.piece = pd::FrameHeader::min_piece - 1;
+    pd::encode_header(small, raw);
+    CHECK(pd::decode_header(raw, fabric).error == pd::FrameError::bad_reserved);
+    auto both = h;
+    both.flags |= pd::FrameHeader::flag_payload_crc;
+    pd::encode_header(both, raw);
+    CHECK(pd::decode_header(raw, fabric).error == pd::FrameError::bad_flags);
+    auto plain = h;  // whole-payload CRC with the piece field set
+    plain.flags = pd::FrameHeader::flag_payload_crc;
+    pd::encode_header(plain, raw);
+    CHECK(pd::decode_header(raw, fabric).error == pd::FrameError::bad_reserved);
+  }
+  SUBCASE("pieces check against the header (first) and their trailers (the rest)") {
+    std::array<std::byte, 4> t1{}, t2{}, none{};
+    pd::detail::put_le(t1.data(), pd::crc32c(all.subspan(4096, 4096)), 4);
+    pd::detail::put_le(t2.data(), pd::crc32c(all.subspan(8192)), 4);
+    const auto& g = d.header;
+    CHECK(pd::check_piece(g, 0, all.first(4096), none) == pd::FrameError::none);
+    CHECK(pd::check_piece(g, 1, all.subspan(4096, 4096), t1) == pd::FrameError::none);
+    CHECK(pd::check_piece(g, 2, all.subspan(8192), t2) == pd::FrameError::none);
+    CHECK(pd::check_piece(g, 2, all.subspan(8192), t1) == pd::FrameError::bad_payload_checksum);
+    CHECK(pd::check_piece(g, 1, all.subspan(4096, 4095), t1) == pd::FrameError::length_mismatch);
+    CHECK(pd::check_piece(g, 3, all.subspan(8192), t2) == pd::FrameError::length_mismatch);
+    auto bad = payload;
+    bad[5000] ^= std::byte{0x20};
+    CHECK(pd::check_piece(g, 1, std::span<const std::byte>(bad).subspan(4096, 4096), t1) ==
+          pd::FrameError::bad_payload_checksum);
+    bad = payload;
+    bad[17] ^= std::byte{0x01};
+    CHECK(pd::check_piece(g, 0, std::span<const std::byte>(bad).first(4096), none) ==
+          pd::FrameError::bad_payload_checksum);
+  }
+  SUBCASE("a message no longer than one piece is a single piece") {
+    auto one = h;
+    one.length = 4096;
+    CHECK(one.piece_count() == 1);
+    one.length = 0;
+    CHECK(one.piece_count() == 1);
   }
 }
 

@@ -27,7 +27,25 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     pd::encode_header(h, again);
     if (!std::equal(again.begin(), again.end(), in.begin())) std::abort();  // decode is exact
   }
-  (void)pd::decode_header(in, {~std::uint64_t{0}, 1u << 20});
+  // As the fabric receiver reads it: pieced frames allowed, each piece checked on its own. The
+  // bytes after the header stand in for the pieces (every one but the first with a trailer).
+  const auto d = pd::decode_header(in, {~std::uint64_t{0}, 1u << 20, true});
+  if (d && d.header.pieced()) {
+    if (d.header.piece < pd::FrameHeader::min_piece || d.header.piece_count() == 0) std::abort();
+    const auto rest = in.subspan(pd::FrameHeader::size);
+    const std::uint64_t pieces = std::min<std::uint64_t>(d.header.piece_count(), 4);
+    std::size_t at = 0;
+    for (std::uint64_t i = 0; i < pieces && at < rest.size(); ++i) {
+      const std::uint64_t want = std::min<std::uint64_t>(d.header.piece, d.header.length - i * d.header.piece);
+      const auto len = static_cast<std::size_t>(std::min<std::uint64_t>(want, rest.size() - at));
+      std::array<std::byte, pd::FrameHeader::piece_trailer> trailer{};
+      const auto t = rest.subspan(at + len, std::min(trailer.size(), rest.size() - at - len));
+      std::copy(t.begin(), t.end(), trailer.begin());
+      const auto e = pd::check_piece(d.header, i, rest.subspan(at, len), trailer);
+      if (e == pd::FrameError::none && len != want) std::abort();  // a short piece never passes
+      at += len + t.size();
+    }
+  }
   // Control payloads arrive inside frames; fuzz them bare as well, so the parsers see any bytes.
   const auto body = payload.empty() ? in : payload;
   (void)pd::detail::parse_challenge(body);

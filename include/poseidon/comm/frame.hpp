@@ -1,10 +1,17 @@
 // The wire format: a fixed 40-byte little-endian header (magic, version, kind, source rank, tag,
 // length, checksums) in front of every message, and the validation every received byte passes.
 #pragma once
+// A payload is checked either as a whole (flag_payload_crc: payload_crc covers all of it) or in
+// pieces (flag_piece_crc: payload_crc covers the first `piece` bytes and every later piece
+// carries its own CRC-32C in 4 trailing bytes), so that a large message is checksummed piece by
+// piece while the previous piece is on the wire and verified while the next one arrives, each
+// piece still in cache. Pieced frames exist only between FabricTransports (FrameLimits::pieces).
 
-#include <poseidon/core/detail/crc32c.hpp>
+#include <poseidon/comm/detail/crc32c_fold.hpp>
 #include <poseidon/core/config.hpp>
+#include <poseidon/core/detail/crc32c.hpp>
 
+#include <algorithm>
 #include <array>
 #include <cstddef>
 #include <cstdint>
@@ -62,7 +69,10 @@ struct FrameHeader {
   static constexpr std::uint32_t magic = 0x4E445350u;  // "PSDN" in memory order
   static constexpr std::uint8_t version = 1;
   static constexpr std::size_t size = 40;
-  static constexpr std::uint16_t flag_payload_crc = 1;  // payload_crc is meaningful
+  static constexpr std::uint16_t flag_payload_crc = 1;  // payload_crc covers the whole payload
+  static constexpr std::uint16_t flag_piece_crc = 2;    // payload_crc covers piece 0; trailers the rest
+  static constexpr std::uint32_t min_piece = 4096;      // bounds the number of pieces a frame implies
+  static constexpr std::size_t piece_trailer = 4;       // the CRC-32C after every piece but the first
 
   FrameKind kind = FrameKind::data;
   std::uint16_t flags = 0;
@@ -70,12 +80,20 @@ struct FrameHeader {
   std::uint64_t tag = 0;
   std::uint64_t length = 0;
   std::uint32_t payload_crc = 0;
+  std::uint32_t piece = 0;  // flag_piece_crc: bytes per piece (the last may be shorter); else 0
+
+  [[nodiscard]] bool pieced() const noexcept { return (flags & flag_piece_crc) != 0; }
+  /// flag_piece_crc: how many pieces the payload travels in (at least one).
+  [[nodiscard]] std::uint64_t piece_count() const noexcept {
+    return pieced() && length > piece ? (length + piece - 1) / piece : 1;
+  }
 };
 
 /// What a receiver accepts: payloads up to `max_payload` bytes from ranks below `world_size`.
 struct FrameLimits {
   std::uint64_t max_payload = 0;
   std::uint32_t world_size = 0;
+  bool pieces = false;  // accept flag_piece_crc (only a receiver that reads the trailers may)
 };
 
 struct DecodedHeader {
@@ -115,7 +133,7 @@ inline void encode_header(const FrameHeader& h, std::span<std::byte, FrameHeader
   put_le(p + 16, h.tag, 8);
   put_le(p + 24, h.length, 8);
   put_le(p + 32, h.payload_crc, 4);
-  put_le(p + 36, 0, 4);
+  put_le(p + 36, h.piece, 4);
   put_le(p + 12, detail::header_crc(out), 4);
 }
 
@@ -129,7 +147,7 @@ inline FrameHeader make_header(FrameKind kind, std::uint32_t source, std::uint64
   h.length = payload.size();
   if (checksum_payload) {
     h.flags = FrameHeader::flag_payload_crc;
-    h.payload_crc = crc32c(payload);
+    h.payload_crc = detail::crc32c_payload(payload);
   }
   return h;
 }
@@ -156,28 +174,48 @@ inline DecodedHeader decode_header(std::span<const std::byte> in, const FrameLim
   h.tag = get_le(p + 16, 8);
   h.length = get_le(p + 24, 8);
   h.payload_crc = static_cast<std::uint32_t>(get_le(p + 32, 4));
+  h.piece = static_cast<std::uint32_t>(get_le(p + 36, 4));
+  const std::uint16_t known = limits.pieces ? FrameHeader::flag_payload_crc | FrameHeader::flag_piece_crc
+                                            : FrameHeader::flag_payload_crc;
+  const auto checked = h.flags & (FrameHeader::flag_payload_crc | FrameHeader::flag_piece_crc);
   if (kind == 0 || kind > max_frame_kind) d.error = FrameError::bad_kind;
-  else if ((h.flags & ~FrameHeader::flag_payload_crc) != 0) d.error = FrameError::bad_flags;
-  else if (get_le(p + 36, 4) != 0) d.error = FrameError::bad_reserved;
+  else if ((h.flags & ~known) != 0 || checked == (FrameHeader::flag_payload_crc | FrameHeader::flag_piece_crc))
+    d.error = FrameError::bad_flags;
+  else if (h.pieced() ? h.piece < FrameHeader::min_piece : h.piece != 0) d.error = FrameError::bad_reserved;
   else if (h.source >= limits.world_size) d.error = FrameError::unknown_source;
   else if (h.length > limits.max_payload) d.error = FrameError::oversized;
-  else if (!(h.flags & FrameHeader::flag_payload_crc) && h.payload_crc != 0) d.error = FrameError::bad_reserved;
+  else if (checked == 0 && h.payload_crc != 0) d.error = FrameError::bad_reserved;
   h.kind = static_cast<FrameKind>(kind);
   return d;
 }
 
-/// Checks a payload against its (already validated) header.
+/// Checks a payload against its (already validated) header. A pieced payload is not one span
+/// (trailers sit between its pieces): its receiver checks each piece with check_piece.
 inline FrameError check_payload(const FrameHeader& h, std::span<const std::byte> payload) noexcept {
+  if (h.pieced()) return FrameError::bad_flags;
   if (payload.size() != h.length) return FrameError::length_mismatch;
-  if ((h.flags & FrameHeader::flag_payload_crc) && crc32c(payload) != h.payload_crc)
+  if ((h.flags & FrameHeader::flag_payload_crc) && detail::crc32c_payload(payload) != h.payload_crc)
     return FrameError::bad_payload_checksum;
   return FrameError::none;
 }
 
+/// Checks one piece of a pieced payload: `index` 0 against the header, later ones against the
+/// trailer that came with them (little-endian, as sent).
+inline FrameError check_piece(const FrameHeader& h, std::uint64_t index, std::span<const std::byte> piece,
+                              std::span<const std::byte, FrameHeader::piece_trailer> trailer) noexcept {
+  if (!h.pieced() || index >= h.piece_count()) return FrameError::length_mismatch;
+  const std::uint64_t begin = index * h.piece;
+  if (piece.size() != std::min<std::uint64_t>(h.piece, h.length - begin)) return FrameError::length_mismatch;
+  const std::uint32_t want =
+      index == 0 ? h.payload_crc : static_cast<std::uint32_t>(detail::get_le(trailer.data(), 4));
+  return detail::crc32c_payload(piece) == want ? FrameError::none : FrameError::bad_payload_checksum;
+}
+
 /// Decodes a whole frame (header + payload) held in one buffer; on success `payload` views
-/// the payload inside `in`.
-inline FrameError decode_frame(std::span<const std::byte> in, const FrameLimits& limits, FrameHeader& header,
+/// the payload inside `in`. Pieced frames never come in one buffer and are refused here.
+inline FrameError decode_frame(std::span<const std::byte> in, FrameLimits limits, FrameHeader& header,
                                std::span<const std::byte>& payload) noexcept {
+  limits.pieces = false;
   auto d = decode_header(in, limits);
   if (!d) return d.error;
   if (in.size() - FrameHeader::size != d.header.length) return FrameError::length_mismatch;
