@@ -7,7 +7,7 @@
 // piece while the previous piece is on the wire and verified while the next one arrives, each
 // piece still in cache. Pieced frames exist only between FabricTransports (FrameLimits::pieces).
 
-#include <poseidon/comm/detail/crc32c_fold.hpp>
+#include <poseidon/core/detail/crc32c_fold.hpp>
 #include <poseidon/core/config.hpp>
 #include <poseidon/core/detail/crc32c.hpp>
 

@@ -3,7 +3,7 @@
 #pragma once
 
 #include <poseidon/core/config.hpp>
-#include <poseidon/core/detail/crc32c.hpp>
+#include <poseidon/core/detail/crc32c_fold.hpp>
 #include <poseidon/core/error.hpp>
 #include <poseidon/core/shape.hpp>
 #include <poseidon/core/tensor.hpp>
@@ -41,7 +41,7 @@ namespace detail {
 
 // The snapshot checksum: CRC-32C, the same function that guards wire frames.
 inline std::uint32_t snapshot_crc32c(const void* data, std::size_t n, std::uint32_t crc = 0) {
-  return crc32c(std::span<const std::byte>(static_cast<const std::byte*>(data), n), crc);
+  return crc32c_payload(std::span<const std::byte>(static_cast<const std::byte*>(data), n), crc);
 }
 
 /// Element types of tensor records.

@@ -2,7 +2,7 @@
 // 256 bytes per step) where the CPU has it; core crc32c everywhere else and for short inputs.
 #pragma once
 // Why: on 2 shared cores the transport is CPU-bound, so every cycle the payload checksum takes
-// is throughput lost. The crc32 instruction does 8 bytes per cycle at best (three interleaved
+// is throughput lost (snapshots use the same checksum). The crc32 instruction does 8 bytes per cycle at best (three interleaved
 // streams, core/detail/crc32c.hpp); folding does 256 bytes in 8 carry-less multiplies.
 //
 // How: a 16-byte block A at distance d bits ahead of a later block B contributes A(x)*x^d to the
