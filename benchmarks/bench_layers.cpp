@@ -181,20 +181,21 @@ void add_ip(const std::string& net, const std::string& name, int n, int k, int o
 
 // Nominal operation counts: one compare or add per window element forward; backward one add per
 // output (MAX) or per window element (AVE).
-void add_pool(const std::string& net, const std::string& name, int n, int c, int h, int w, int k, int stride) {
+void add_pool(const std::string& net, const std::string& name, int n, int c, int h, int w, int k, int stride,
+              const std::string& method = "MAX") {
   auto wl = std::make_unique<Workload>();
   wl->layer = name;
   wl->net = net;
   wl->input = pd::Shape{n, c, h, w};
   const int oh = (h - k + stride - 1) / stride + 1, ow = (w - k + stride - 1) / stride + 1;
-  wl->shape = dims({n, c, h, w}) + " MAX " + std::to_string(k) + "x" + std::to_string(k) + " s" +
+  wl->shape = dims({n, c, h, w}) + " " + method + " " + std::to_string(k) + "x" + std::to_string(k) + " s" +
               std::to_string(stride) + " -> " + std::to_string(oh) + "x" + std::to_string(ow);
   wl->forward_flops = double(n) * c * oh * ow * k * k;
-  wl->backward_flops = double(n) * c * oh * ow;
+  wl->backward_flops = method == "MAX" ? double(n) * c * oh * ow : wl->forward_flops;
   wl->configure = [=](pd::LayerParameter& p) {
     p.type = "Pooling";
     pd::Message m;
-    m.set_enum("pool", "MAX").set("kernel_size", k).set("stride", stride);
+    m.set_enum("pool", method).set("kernel_size", k).set("stride", stride);
     p.with("pooling_param", m);
   };
   workloads().push_back(std::move(wl));
@@ -244,8 +245,11 @@ void define_workloads() {
   // Caffe's CIFAR-10 quick (examples/cifar10/cifar10_quick_train_test.prototxt), batch 100: small
   // channel counts, where the GEMMs are narrow.
   add_conv("cifar10_quick", "conv1", 100, 3, 32, 32, 32, 5, 1, 2, 1);
+  add_pool("cifar10_quick", "pool1", 100, 32, 32, 32, 3, 2, "MAX");
   add_conv("cifar10_quick", "conv2", 100, 32, 16, 16, 32, 5, 1, 2, 1);
+  add_pool("cifar10_quick", "pool2", 100, 32, 16, 16, 3, 2, "AVE");
   add_conv("cifar10_quick", "conv3", 100, 32, 8, 8, 64, 5, 1, 2, 1);
+  add_pool("cifar10_quick", "pool3", 100, 64, 8, 8, 3, 2, "AVE");
   // Caffe's LeNet (examples/mnist/lenet_train_test.prototxt), batch 64.
   add_conv("lenet", "conv1", 64, 1, 28, 28, 20, 5, 1, 0, 1);
   add_pool("lenet", "pool1", 64, 20, 24, 24, 2, 2);

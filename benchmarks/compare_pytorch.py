@@ -8,6 +8,10 @@ Needs PyTorch (Debian: python3-torch). Usage:
 
     benchmarks/compare_pytorch.py [--bench build/benchmarks/poseidon_bench_train] [--rounds 3]
                                   [--only lenet,cifar10_quick,alexnet] [--markdown]
+                                  [--baseline another/poseidon_bench_train]
+
+--baseline times a second build of the benchmark (say, of the code before a change) in the same
+interleaved rounds, and adds its times and the ratio new / baseline to the table.
 """
 import argparse
 import json
@@ -106,35 +110,50 @@ def main():
     ap.add_argument("--seconds", type=float, default=2.0, help="time per measurement")
     ap.add_argument("--only", default="", help="comma-separated net names")
     ap.add_argument("--markdown", action="store_true", help="print the table as markdown")
+    ap.add_argument("--baseline", default="", help="a second poseidon_bench_train to time alongside (before/after)")
     args = ap.parse_args()
     if not os.access(args.bench, os.X_OK):
         sys.exit(f"{args.bench} not found: build it first (cmake --build build --target poseidon_bench_train)")
     configs = [c for c in CONFIGS if not args.only or c[0] in args.only.split(",")]
+    if args.baseline and not os.access(args.baseline, os.X_OK):
+        sys.exit(f"{args.baseline} not found")
     ours = {c: [] for c in configs}
     theirs = {c: [] for c in configs}
+    base = {c: [] for c in configs}
     print(f"PyTorch {torch.__version__}; {args.rounds} interleaved rounds of ~{args.seconds} s per side", file=sys.stderr)
     for r in range(args.rounds):
         for c in configs:
             # Alternate which side goes first so that neither always runs on a warmer machine.
-            sides = [("torch", theirs), ("ours", ours)] if r % 2 == 0 else [("ours", ours), ("torch", theirs)]
+            sides = [("torch", theirs), ("ours", ours)] + ([("base", base)] if args.baseline else [])
+            if r % 2:
+                sides.reverse()
             for side, store in sides:
-                ms = (torch_step_ms(*c, args.seconds) if side == "torch" else ours_step_ms(args.bench, *c, args.seconds))
+                if side == "torch":
+                    ms = torch_step_ms(*c, args.seconds)
+                else:
+                    ms = ours_step_ms(args.bench if side == "ours" else args.baseline, *c, args.seconds)
                 store[c].append(ms)
-            print(f"round {r + 1}: {c[0]} B{c[1]} T{c[2]}: ours {ours[c][-1]:.1f} ms, PyTorch {theirs[c][-1]:.1f} ms",
+            extra = f", baseline {base[c][-1]:.1f} ms" if args.baseline else ""
+            print(f"round {r + 1}: {c[0]} B{c[1]} T{c[2]}: ours {ours[c][-1]:.1f} ms, PyTorch {theirs[c][-1]:.1f} ms{extra}",
                   file=sys.stderr)
     rows = []
     for c in configs:
         o, t = statistics.median(ours[c]), statistics.median(theirs[c])
-        rows.append((f"{c[0]} B{c[1]}", c[2], o, t, o / t))
+        b = statistics.median(base[c]) if args.baseline else None
+        rows.append((f"{c[0]} B{c[1]}", c[2], o, t, o / t, b))
     if args.markdown:
-        print("| net | threads | Poseidon ms/step | PyTorch ms/step | ratio (Poseidon / PyTorch) |")
-        print("|---|---:|---:|---:|---:|")
-        for n, th, o, t, ratio in rows:
-            print(f"| {n} | {th} | {o:.1f} | {t:.1f} | {ratio:.2f} |")
+        head = "| net | threads | Poseidon ms/step | PyTorch ms/step | ratio (Poseidon / PyTorch) |"
+        print(head + (" baseline ms/step | baseline / PyTorch | Poseidon / baseline |" if args.baseline else ""))
+        print("|---|---:|---:|---:|---:|" + ("---:|---:|---:|" if args.baseline else ""))
+        for n, th, o, t, ratio, b in rows:
+            extra = f" {b:.1f} | {b / t:.2f} | {o / b:.2f} |" if b is not None else ""
+            print(f"| {n} | {th} | {o:.1f} | {t:.1f} | {ratio:.2f} |{extra}")
     else:
-        print(f"{'net':<20}{'threads':>8}{'Poseidon ms':>14}{'PyTorch ms':>14}{'ratio':>8}")
-        for n, th, o, t, ratio in rows:
-            print(f"{n:<20}{th:>8}{o:>14.1f}{t:>14.1f}{ratio:>8.2f}")
+        extra = f"{'baseline ms':>14}{'base/PT':>9}{'new/base':>9}" if args.baseline else ""
+        print(f"{'net':<20}{'threads':>8}{'Poseidon ms':>14}{'PyTorch ms':>14}{'ratio':>8}{extra}")
+        for n, th, o, t, ratio, b in rows:
+            extra = f"{b:>14.1f}{b / t:>9.2f}{o / b:>9.2f}" if b is not None else ""
+            print(f"{n:<20}{th:>8}{o:>14.1f}{t:>14.1f}{ratio:>8.2f}{extra}")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstring>
+#include <limits>
 #include <string_view>
 #include <vector>
 
@@ -73,50 +74,125 @@ struct PoolKernel {
   POSEIDON_NO_KERNEL(D, "Pooling");
 };
 
+// One axis of the pooling windows, worked out once per pass instead of per output: output o
+// covers input [lo[o], hi[o]) (clipped to the image); `padded[o]` is the window's length clipped to
+// the padded image only (Caffe's AVE divisor counts the padding); outputs [full_lo, full_hi) have
+// the whole kernel inside the image at start o * stride - pad, the stretch the fast loops run over.
+struct PoolAxis {
+  std::vector<int> lo, hi, padded;
+  int full_lo = 0, full_hi = 0;
+
+  PoolAxis(int out, int in, int kernel, int stride, int pad)
+      : lo(static_cast<std::size_t>(out)), hi(static_cast<std::size_t>(out)), padded(static_cast<std::size_t>(out)) {
+    full_lo = out;
+    for (int o = 0; o < out; ++o) {
+      const int s = o * stride - pad;
+      const auto i = static_cast<std::size_t>(o);
+      padded[i] = std::min(s + kernel, in + pad) - s;
+      lo[i] = std::max(s, 0);
+      hi[i] = std::min(s + kernel, in);
+      if (s >= 0 && s + kernel <= in) {
+        full_lo = std::min(full_lo, o);
+        full_hi = o + 1;
+      }
+    }
+    if (full_lo >= full_hi) full_lo = full_hi = 0;
+  }
+};
+
 template <class T>
 struct PoolKernel<CPU, T> {
   // Planes (n, c) are independent: every loop is parallel over them. `argmax` holds, per output,
   // the flat index h * width + w of its maximum in the plane, or -1 for an empty window.
+  //
+  // The loops run a whole output row at a time over windows worked out once per pass (PoolAxis),
+  // with one branch-free sweep per kernel tap over the outputs whose windows lie inside the image
+  // (the compiler vectorises it) and the clipped edge windows apart. Measured on CIFAR-10 quick's
+  // shapes against per-output loops: 3x3/2 MAX forward 1.6x (training data) to 3x (random data,
+  // where the old branches mispredicted) faster, AVE forward and backward 1.5-1.7x.
   static void max_forward(const PoolGeometry& g, int planes, const T* x, T* y, int* argmax, T* mask) {
     const std::size_t in_plane = static_cast<std::size_t>(g.height) * static_cast<std::size_t>(g.width);
     const std::size_t out_plane = static_cast<std::size_t>(g.out_h) * static_cast<std::size_t>(g.out_w);
-#pragma omp parallel for schedule(static) if (static_cast<std::size_t>(planes) * out_plane * \
-                                                      static_cast<std::size_t>(g.kernel_h * g.kernel_w) > \
-                                                  math::detail::omp_min_elements)
-    for (int pl = 0; pl < planes; ++pl) {
-      const T* xp = x + static_cast<std::size_t>(pl) * in_plane;
-      T* yp = y + static_cast<std::size_t>(pl) * out_plane;
-      int* ap = argmax + static_cast<std::size_t>(pl) * out_plane;
-      for (int ph = 0; ph < g.out_h; ++ph) {
-        const int hs = std::max(ph * g.stride_h - g.pad_h, 0);
-        const int he = std::min(ph * g.stride_h - g.pad_h + g.kernel_h, g.height);
-        for (int pw = 0; pw < g.out_w; ++pw) {
-          const int ws = std::max(pw * g.stride_w - g.pad_w, 0);
-          const int we = std::min(pw * g.stride_w - g.pad_w + g.kernel_w, g.width);
-          int best = -1;
-          T v = T(0);
-          if (hs < he && ws < we) {
-            // Start from the window's first element: strict > then keeps the first maximum.
-            best = hs * g.width + ws;
-            v = xp[best];
+    const PoolAxis rows(g.out_h, g.height, g.kernel_h, g.stride_h, g.pad_h);
+    const PoolAxis cols(g.out_w, g.width, g.kernel_w, g.stride_w, g.pad_w);
+    const int ow = g.out_w, sw = g.stride_w, kw = g.kernel_w, W = g.width;
+    const int f0 = cols.full_lo, f1 = cols.full_hi;
+#pragma omp parallel if (static_cast<std::size_t>(planes) * out_plane * static_cast<std::size_t>(g.kernel_h * g.kernel_w) > \
+                         math::detail::omp_min_elements)
+    {
+      // Per row of windows: first each input column's maximum over the window rows (contiguous,
+      // vectorised), then each window's maximum over its columns. Caffe takes the row-major first
+      // maximum (strict >, starting from the window's first element); so does this: each column
+      // keeps its topmost maximum, and between columns equal values go to the smaller flat index.
+      // Column maxima start at -inf and skip NaN as Caffe's compares do; a NaN first element wins
+      // in both. The buffers are the thread's own, so nothing aliases the input.
+      std::vector<T> cmax_buf(static_cast<std::size_t>(W)), vbuf(static_cast<std::size_t>(ow));
+      std::vector<int> carg_buf(static_cast<std::size_t>(W)), abuf(static_cast<std::size_t>(ow));
+      T* cmax = cmax_buf.data();
+      int* carg = carg_buf.data();
+      T* v = vbuf.data();
+      int* a = abuf.data();
+#pragma omp for schedule(static)
+      for (int pl = 0; pl < planes; ++pl) {
+        const T* xp = x + static_cast<std::size_t>(pl) * in_plane;
+        T* yp = y + static_cast<std::size_t>(pl) * out_plane;
+        int* ap = argmax + static_cast<std::size_t>(pl) * out_plane;
+        for (int ph = 0; ph < g.out_h; ++ph) {
+          const auto phi = static_cast<std::size_t>(ph);
+          const int hs = rows.lo[phi], he = rows.hi[phi];
+          // Start from each window's first element (empty windows: 0 and -1).
+          for (int pw = 0; pw < ow; ++pw) {
+            const auto i = static_cast<std::size_t>(pw);
+            const bool empty = hs >= he || cols.lo[i] >= cols.hi[i];
+            a[pw] = empty ? -1 : hs * W + cols.lo[i];
+            v[pw] = empty ? T(0) : xp[empty ? 0 : a[pw]];
+          }
+          if (hs < he) {
+            for (int xi = 0; xi < W; ++xi) {
+              cmax[xi] = -std::numeric_limits<T>::infinity();
+              carg[xi] = hs * W + xi;
+            }
             for (int h = hs; h < he; ++h) {
-              const T* row = xp + h * g.width;
-              for (int w = ws; w < we; ++w)
-                if (row[w] > v) {
-                  v = row[w];
-                  best = h * g.width + w;
-                }
+              const T* row = xp + static_cast<std::size_t>(h) * static_cast<std::size_t>(W);
+              const int base = h * W;
+              for (int xi = 0; xi < W; ++xi) {
+                // The index through a mask: GCC 12 if-converts (and vectorises) this, not a ?:.
+                const T c = row[xi], m = cmax[xi];
+                const int take = -static_cast<int>(c > m);
+                cmax[xi] = c > m ? c : m;
+                carg[xi] = (carg[xi] & ~take) | ((base + xi) & take);
+              }
+            }
+            // Bitwise, not ||, to stay branch-free; on a tie the value does not change.
+            for (int k = 0; k < kw; ++k)
+              for (int pw = f0; pw < f1; ++pw) {
+                const int xi = pw * sw + k - g.pad_w;
+                const T c = cmax[xi], m = v[pw];
+                const int ci = carg[xi], ai = a[pw];
+                const int take = -(static_cast<int>(c > m) | (static_cast<int>(c == m) & static_cast<int>(ci < ai)));
+                v[pw] = c > m ? c : m;
+                a[pw] = (ai & ~take) | (ci & take);
+              }
+            for (int pw = 0; pw < ow; ++pw) {
+              if (pw == f0) pw = f1;
+              if (pw >= ow) break;
+              const auto i = static_cast<std::size_t>(pw);
+              for (int xi = cols.lo[i]; xi < cols.hi[i]; ++xi) {
+                const T c = cmax[xi], m = v[pw];
+                const int ci = carg[xi], ai = a[pw];
+                const int take = -(static_cast<int>(c > m) | (static_cast<int>(c == m) & static_cast<int>(ci < ai)));
+                v[pw] = c > m ? c : m;
+                a[pw] = (ai & ~take) | (ci & take);
+              }
             }
           }
-          const std::size_t o = static_cast<std::size_t>(ph) * static_cast<std::size_t>(g.out_w) +
-                                static_cast<std::size_t>(pw);
-          yp[o] = v;
-          ap[o] = best;
+          std::copy_n(v, ow, yp + phi * static_cast<std::size_t>(ow));
+          std::copy_n(a, ow, ap + phi * static_cast<std::size_t>(ow));
         }
+        if (mask)
+          for (std::size_t o = 0; o < out_plane; ++o)
+            mask[static_cast<std::size_t>(pl) * out_plane + o] = static_cast<T>(ap[o]);
       }
-      if (mask)
-        for (std::size_t o = 0; o < out_plane; ++o)
-          mask[static_cast<std::size_t>(pl) * out_plane + o] = static_cast<T>(ap[o]);
     }
   }
 
@@ -136,59 +212,104 @@ struct PoolKernel<CPU, T> {
 
   // Caffe's divisor: the window clipped to the padded image (padding counts), before it is clipped
   // to the image itself. An empty window (kernel < stride, no pad) averages nothing: 0.
-  static int ave_window(const PoolGeometry& g, int ph, int pw, int& hs, int& he, int& ws, int& we) {
-    hs = ph * g.stride_h - g.pad_h;
-    ws = pw * g.stride_w - g.pad_w;
-    he = std::min(hs + g.kernel_h, g.height + g.pad_h);
-    we = std::min(ws + g.kernel_w, g.width + g.pad_w);
-    const int size = (he - hs) * (we - ws);
-    hs = std::max(hs, 0);
-    ws = std::max(ws, 0);
-    he = std::min(he, g.height);
-    we = std::min(we, g.width);
-    return (he > hs && we > ws) ? size : 0;
+  static T ave_divisor(const PoolAxis& rows, const PoolAxis& cols, std::size_t ph, std::size_t pw) {
+    const bool empty = rows.lo[ph] >= rows.hi[ph] || cols.lo[pw] >= cols.hi[pw];
+    return empty ? T(0) : static_cast<T>(rows.padded[ph] * cols.padded[pw]);
   }
 
+  // Per row of windows: the covered input rows summed into one row vector (contiguous adds the
+  // compiler vectorises), then each window's columns of it. The sums differ from Caffe's order of
+  // additions by rounding only.
   static void ave_forward(const PoolGeometry& g, int planes, const T* x, T* y) {
     const std::size_t in_plane = static_cast<std::size_t>(g.height) * static_cast<std::size_t>(g.width);
     const std::size_t out_plane = static_cast<std::size_t>(g.out_h) * static_cast<std::size_t>(g.out_w);
-#pragma omp parallel for schedule(static) if (static_cast<std::size_t>(planes) * out_plane * \
-                                                      static_cast<std::size_t>(g.kernel_h * g.kernel_w) > \
-                                                  math::detail::omp_min_elements)
-    for (int pl = 0; pl < planes; ++pl) {
-      const T* xp = x + static_cast<std::size_t>(pl) * in_plane;
-      T* yp = y + static_cast<std::size_t>(pl) * out_plane;
-      for (int ph = 0; ph < g.out_h; ++ph)
-        for (int pw = 0; pw < g.out_w; ++pw) {
-          int hs, he, ws, we;
-          const int size = ave_window(g, ph, pw, hs, he, ws, we);
-          T sum = T(0);
-          for (int h = hs; h < he; ++h)
-            for (int w = ws; w < we; ++w) sum += xp[h * g.width + w];
-          yp[static_cast<std::size_t>(ph) * static_cast<std::size_t>(g.out_w) + static_cast<std::size_t>(pw)] =
-              size > 0 ? sum / static_cast<T>(size) : T(0);
+    const PoolAxis rows(g.out_h, g.height, g.kernel_h, g.stride_h, g.pad_h);
+    const PoolAxis cols(g.out_w, g.width, g.kernel_w, g.stride_w, g.pad_w);
+    const int ow = g.out_w, sw = g.stride_w, kw = g.kernel_w, W = g.width;
+    const int f0 = cols.full_lo, f1 = cols.full_hi;
+#pragma omp parallel if (static_cast<std::size_t>(planes) * out_plane * static_cast<std::size_t>(g.kernel_h * g.kernel_w) > \
+                         math::detail::omp_min_elements)
+    {
+      std::vector<T> colsum_buf(static_cast<std::size_t>(W)), sum_buf(static_cast<std::size_t>(ow));
+      T* colsum = colsum_buf.data();
+      T* sum = sum_buf.data();
+#pragma omp for schedule(static)
+      for (int pl = 0; pl < planes; ++pl) {
+        const T* xp = x + static_cast<std::size_t>(pl) * in_plane;
+        T* yp = y + static_cast<std::size_t>(pl) * out_plane;
+        for (int ph = 0; ph < g.out_h; ++ph) {
+          const auto phi = static_cast<std::size_t>(ph);
+          std::fill_n(colsum, W, T(0));
+          std::fill_n(sum, ow, T(0));
+          for (int h = rows.lo[phi]; h < rows.hi[phi]; ++h) {
+            const T* row = xp + static_cast<std::size_t>(h) * static_cast<std::size_t>(W);
+            for (int xi = 0; xi < W; ++xi) colsum[xi] += row[xi];
+          }
+          for (int k = 0; k < kw; ++k)
+            for (int pw = f0; pw < f1; ++pw) sum[pw] += colsum[pw * sw + k - g.pad_w];
+          for (int pw = 0; pw < ow; ++pw) {
+            if (pw == f0) pw = f1;
+            if (pw >= ow) break;
+            const auto i = static_cast<std::size_t>(pw);
+            for (int xi = cols.lo[i]; xi < cols.hi[i]; ++xi) sum[pw] += colsum[xi];
+          }
+          T* out = yp + phi * static_cast<std::size_t>(ow);
+          for (int pw = 0; pw < ow; ++pw) {
+            const T d = ave_divisor(rows, cols, phi, static_cast<std::size_t>(pw));
+            out[pw] = d > T(0) ? sum[pw] / d : T(0);
+          }
         }
+      }
     }
   }
 
+  // Per row of windows: the outputs' shares (dy / divisor) spread along the row into one input-row
+  // vector, added to every input row the windows cover: contiguous adds the compiler vectorises
+  // instead of kernel_h * kernel_w scattered ones per output. The sums differ from Caffe's order
+  // of additions by rounding only.
   static void ave_backward(const PoolGeometry& g, int planes, const T* dy, T* dx) {
     const std::size_t in_plane = static_cast<std::size_t>(g.height) * static_cast<std::size_t>(g.width);
     const std::size_t out_plane = static_cast<std::size_t>(g.out_h) * static_cast<std::size_t>(g.out_w);
-#pragma omp parallel for schedule(static) if (static_cast<std::size_t>(planes) * in_plane > math::detail::omp_min_elements)
-    for (int pl = 0; pl < planes; ++pl) {
-      T* dxp = dx + static_cast<std::size_t>(pl) * in_plane;
-      const T* dyp = dy + static_cast<std::size_t>(pl) * out_plane;
-      std::memset(dxp, 0, in_plane * sizeof(T));
-      for (int ph = 0; ph < g.out_h; ++ph)
-        for (int pw = 0; pw < g.out_w; ++pw) {
-          int hs, he, ws, we;
-          const int size = ave_window(g, ph, pw, hs, he, ws, we);
-          if (size <= 0) continue;
-          const T d = dyp[static_cast<std::size_t>(ph) * static_cast<std::size_t>(g.out_w) +
-                          static_cast<std::size_t>(pw)] / static_cast<T>(size);
-          for (int h = hs; h < he; ++h)
-            for (int w = ws; w < we; ++w) dxp[h * g.width + w] += d;
+    const PoolAxis rows(g.out_h, g.height, g.kernel_h, g.stride_h, g.pad_h);
+    const PoolAxis cols(g.out_w, g.width, g.kernel_w, g.stride_w, g.pad_w);
+    const int ow = g.out_w, sw = g.stride_w, kw = g.kernel_w, W = g.width;
+    const int f0 = cols.full_lo, f1 = cols.full_hi;
+#pragma omp parallel if (static_cast<std::size_t>(planes) * in_plane > math::detail::omp_min_elements)
+    {
+      std::vector<T> spread_buf(static_cast<std::size_t>(W)), share_buf(static_cast<std::size_t>(ow));
+      T* spread = spread_buf.data();
+      T* share = share_buf.data();
+#pragma omp for schedule(static)
+      for (int pl = 0; pl < planes; ++pl) {
+        T* dxp = dx + static_cast<std::size_t>(pl) * in_plane;
+        const T* dyp = dy + static_cast<std::size_t>(pl) * out_plane;
+        std::memset(dxp, 0, in_plane * sizeof(T));
+        for (int ph = 0; ph < g.out_h; ++ph) {
+          const auto phi = static_cast<std::size_t>(ph);
+          if (rows.lo[phi] >= rows.hi[phi]) continue;
+          const T* d = dyp + phi * static_cast<std::size_t>(ow);
+          std::fill_n(spread, W, T(0));
+          for (int pw = 0; pw < ow; ++pw) {
+            const auto i = static_cast<std::size_t>(pw);
+            const T div = ave_divisor(rows, cols, phi, i);
+            share[i] = div > T(0) ? d[i] / div : T(0);
+          }
+          // One kernel column at a time over the whole-kernel windows: no two adds of a sweep touch
+          // the same input, so there is no chain of stores and reloads through overlapping windows.
+          for (int k = 0; k < kw; ++k)
+            for (int pw = f0; pw < f1; ++pw) spread[pw * sw + k - g.pad_w] += share[static_cast<std::size_t>(pw)];
+          for (int pw = 0; pw < ow; ++pw) {
+            if (pw == f0) pw = f1;
+            if (pw >= ow) break;
+            const auto i = static_cast<std::size_t>(pw);
+            for (int xi = cols.lo[i]; xi < cols.hi[i]; ++xi) spread[xi] += share[i];
+          }
+          for (int h = rows.lo[phi]; h < rows.hi[phi]; ++h) {
+            T* row = dxp + static_cast<std::size_t>(h) * static_cast<std::size_t>(W);
+            for (int xi = 0; xi < W; ++xi) row[xi] += spread[xi];
+          }
         }
+      }
     }
   }
 };

@@ -9,6 +9,7 @@
 #include <cmath>
 #include <memory>
 #include <string_view>
+#include <type_traits>
 #include <utility>
 
 POSEIDON_NAMESPACE_BEGIN
@@ -29,6 +30,40 @@ class SGDSolver : public Solver<D, T> {
     const T momentum = static_cast<T>(this->config().momentum);
     math::axpby(*this->ctx_, p.count(), local_rate, p.diff(), momentum, h.data());
     math::copy(*this->ctx_, p.count(), h.data(), p.diff());
+  }
+
+  // On the CPU, with L2 or no weight decay: the four steps in one loop. They are memory-bound, and
+  // one pass reads the weights, gradient and history once instead of 11 streams over memory
+  // (AlexNet's 61M parameters: the update took 12% of a 1-thread B8 step).
+  bool fused_update(int i, T rate) override {
+    if constexpr (!std::is_same_v<D, CPU>) {
+      return false;
+    } else {
+      const auto& cfg = this->config();
+      const auto& lp = this->net().learnable_params()[static_cast<std::size_t>(i)];
+      const T decay = static_cast<T>(cfg.weight_decay) * static_cast<T>(lp.decay_mult);
+      if (decay != T(0) && cfg.regularization_type != "L2") return false;
+      auto& p = this->param(i);
+      auto& hist = this->history(0, i);
+      const T local_rate = rate * this->lr_mult(i);
+      const T momentum = static_cast<T>(cfg.momentum);
+      const bool norm = cfg.iter_size != 1;
+      const T inv = T(1) / static_cast<T>(cfg.iter_size);
+      const std::size_t n = p.count();
+      T* w = p.data();
+      T* g = p.diff();
+      T* h = hist.data();
+#pragma omp parallel for schedule(static) if (n > math::detail::omp_min_elements)
+      for (std::size_t j = 0; j < n; ++j) {
+        T gj = norm ? g[j] * inv : g[j];
+        gj = decay != T(0) ? gj + decay * w[j] : gj;  // no decay: as regularize, which then does nothing
+        const T hj = local_rate * gj + momentum * h[j];
+        h[j] = hj;
+        g[j] = hj;
+        w[j] -= hj;
+      }
+      return true;
+    }
   }
 };
 
