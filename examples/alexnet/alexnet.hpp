@@ -2,6 +2,8 @@
 // main.cpp runs it on the CPU, alexnet_cuda.cu (nvcc, when CUDA is built) on a GPU.
 #pragma once
 
+#include "example_support.hpp"
+
 #include <poseidon/core/context.hpp>
 #include <poseidon/core/error.hpp>
 #include <poseidon/core/rng.hpp>
@@ -14,25 +16,22 @@
 
 #include <chrono>
 #include <cstdio>
-#include <cstdlib>
 #include <functional>
 #include <memory>
 #include <string>
-#include <string_view>
 #include <vector>
 
 namespace alexnet_example {
 
 namespace pd = poseidon;
+namespace ex = example_support;
 
-struct Options {
+struct Options : ex::DeviceFlags {
   std::string net = POSEIDON_EXAMPLE_DIR "/alexnet.prototxt";
   int batch = 32;
   int iterations = 10;
   int threads = 0;
   std::string images, labels;
-  std::string device = "cpu";  // cpu or cuda
-  int device_id = 0;
 };
 
 inline void usage(std::FILE* out) {
@@ -44,51 +43,29 @@ inline void usage(std::FILE* out) {
                "  --iterations N   training iterations to time after 2 warm-up ones (default 10)\n"
                "  --threads N      CPU threads (default: all cores)\n"
                "  --images/--labels  IDX files (plain or .gz) of 3x227x227 images and their labels;\n"
-               "                     without them the batches are synthetic (ImageNet-shaped noise)\n"
-               "  --device D       cpu (default) or cuda; cuda needs a binary built with POSEIDON_WITH_CUDA\n"
-               "  --device-id N    the GPU to train on with --device cuda (default 0)\n");
-}
-
-inline int integer(std::string_view flag, const char* v, int min) {
-  char* end = nullptr;
-  const long n = std::strtol(v, &end, 10);
-  if (!*v || *end || n < min || n > 1 << 20)
-    throw pd::Error(std::string(flag) + " needs " + (min > 0 ? "a positive" : "a non-negative") + " integer, got '" +
-                    v + "'");
-  return static_cast<int>(n);
+               "                     without them the batches are synthetic (ImageNet-shaped noise)\n");
+  ex::DeviceFlags::print_help(out, 19);
 }
 
 inline Options parse(int argc, char** argv) {
   Options o;
-  for (int i = 1; i < argc; ++i) {
-    const std::string_view a = argv[i];
-    auto value = [&] {
-      if (i + 1 >= argc) throw pd::Error(std::string(a) + " needs a value (see --help)");
-      return argv[++i];
-    };
-    if (a == "--help" || a == "-h") {
-      usage(stdout);
-      std::exit(0);
-    } else if (a == "--batch") {
-      o.batch = integer(a, value(), 1);
+  for (ex::Args args(argc, argv, usage); args.next();) {
+    if (o.read(args)) continue;
+    const auto a = args.flag();
+    if (a == "--batch") {
+      o.batch = args.integer(1);
     } else if (a == "--iterations") {
-      o.iterations = integer(a, value(), 1);
+      o.iterations = args.integer(1);
     } else if (a == "--threads") {
-      o.threads = integer(a, value(), 1);
+      o.threads = args.integer(1);
     } else if (a == "--images") {
-      o.images = value();
+      o.images = args.value();
     } else if (a == "--labels") {
-      o.labels = value();
+      o.labels = args.value();
     } else if (a == "--net") {
-      o.net = value();
-    } else if (a == "--device") {
-      o.device = value();
-      if (o.device != "cpu" && o.device != "cuda")
-        throw pd::Error("--device must be cpu or cuda, got '" + o.device + "'");
-    } else if (a == "--device-id") {
-      o.device_id = integer(a, value(), 0);
+      o.net = args.value();
     } else {
-      throw pd::Error("unknown option '" + std::string(a) + "' (see --help)");
+      args.unknown();
     }
   }
   if (o.images.empty() != o.labels.empty()) throw pd::Error("--images and --labels go together");

@@ -3,27 +3,19 @@
 // to feed a net from your own source.
 #include "alexnet.hpp"
 
-#include <cstdio>
-#include <exception>
 #include <memory>
-#include <string>
 
 namespace pd = poseidon;
 using namespace alexnet_example;
 
-int main(int argc, char** argv) try {
-  const Options o = parse(argc, argv);
-  if (o.device == "cuda") {
+int main(int argc, char** argv) {
+  return ex::run_main("poseidon_example_alexnet", [&] {
+    const Options o = parse(argc, argv);
+    o.check_built();
 #if defined(POSEIDON_WITH_CUDA)
-    return train_cuda(o);
-#else
-    throw pd::Error("--device cuda: this binary was built without CUDA (POSEIDON_WITH_CUDA is OFF); rebuild with "
-                    "nvcc installed and -DPOSEIDON_WITH_CUDA=ON, or use --device cpu");
+    if (o.device == "cuda") return train_cuda(o);
 #endif
-  }
-  auto ctx = std::make_shared<pd::DeviceContext<pd::CPU>>(o.threads);
-  return train<pd::CPU>(o, ctx, std::to_string(ctx->threads()) + " threads");
-} catch (const std::exception& e) {
-  std::fprintf(stderr, "poseidon_example_alexnet: %s\n", e.what());
-  return 1;
+    auto ctx = std::make_shared<pd::DeviceContext<pd::CPU>>(o.threads);
+    return train<pd::CPU>(o, ctx, ex::describe(*ctx));
+  });
 }

@@ -2,18 +2,13 @@
 // nvcc only when POSEIDON_WITH_CUDA is on, so that the layers' CUDA kernels are registered.
 #include "cifar10_train.hpp"
 
-#include <cuda_runtime.h>
-
 #include <memory>
-#include <string>
 
 namespace cifar10_example {
 
 int train_cuda(const Options& o, const pd::SolverConfig& cfg, const DataChoice& data, int batch) {
-  auto ctx = std::make_shared<pd::DeviceContext<pd::CUDA>>(o.device_id, seed_of(cfg));
-  cudaDeviceProp prop{};
-  POSEIDON_CUDA_CHECK(cudaGetDeviceProperties(&prop, o.device_id));
-  return train<pd::CUDA>(cfg, data, batch, ctx, "GPU " + std::to_string(o.device_id) + " (" + prop.name + ")");
+  auto ctx = std::make_shared<pd::DeviceContext<pd::CUDA>>(o.device_id, ex::seed_of(cfg));
+  return train<pd::CUDA>(cfg, data, batch, ctx, ex::describe(*ctx));
 }
 
 }  // namespace cifar10_example

@@ -3,6 +3,7 @@
 #pragma once
 
 #include "cifar10_quick.hpp"
+#include "example_support.hpp"
 
 #include <poseidon/core/context.hpp>
 #include <poseidon/core/error.hpp>
@@ -10,34 +11,29 @@
 #include <poseidon/data/dummy_data_layer.hpp>
 #include <poseidon/layers/all.hpp>
 #include <poseidon/net/prototxt.hpp>
-#include <poseidon/solver/sgd.hpp>
 #include <poseidon/solver/solver_config.hpp>
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
-#include <cstdint>
 #include <cstdio>
-#include <cstdlib>
 #include <filesystem>
 #include <memory>
 #include <optional>
 #include <string>
-#include <string_view>
 
 namespace cifar10_example {
 
+namespace ex = example_support;
+
 inline constexpr int train_images = 50000;
 
-struct Options {
+struct Options : ex::DeviceFlags {
   fs::path solver = POSEIDON_EXAMPLE_DIR "/cifar10_quick_solver.prototxt";
   fs::path data;
   std::optional<int> iters;
   std::optional<double> epochs;
   int threads = 0;
   bool synthetic = false;
-  std::string device = "cpu";  // cpu or cuda
-  int device_id = 0;
 };
 
 inline void usage(std::FILE* out) {
@@ -53,55 +49,30 @@ inline void usage(std::FILE* out) {
                "  --synthetic    train on synthetic DummyData batches (Gaussian images, label 0) even when\n"
                "                 the files are there: for timing, the accuracy means nothing\n"
                "  --solver FILE  solver prototxt (default: the one beside this example's source)\n"
-               "  --threads N    CPU threads for BLAS and OpenMP (default: all cores)\n"
-               "  --device D     cpu (default) or cuda; cuda needs a binary built with POSEIDON_WITH_CUDA\n"
-               "  --device-id N  the GPU to train on with --device cuda (default 0)\n");
-}
-
-inline int int_flag(std::string_view flag, const std::string& v, long min) {
-  char* end = nullptr;
-  const long n = std::strtol(v.c_str(), &end, 10);
-  if (v.empty() || *end || n < min || n > 1L << 30)
-    throw pd::Error(std::string(flag) + " needs " + (min > 0 ? "a positive" : "a non-negative") + " integer, got '" +
-                    v + "'");
-  return static_cast<int>(n);
+               "  --threads N    CPU threads for BLAS and OpenMP (default: all cores)\n");
+  ex::DeviceFlags::print_help(out, 17);
 }
 
 inline Options parse(int argc, char** argv) {
   Options o;
-  for (int i = 1; i < argc; ++i) {
-    const std::string_view a = argv[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc) throw pd::Error(std::string(a) + " needs a value (see --help)");
-      return argv[++i];
-    };
-    if (a == "--help" || a == "-h") {
-      usage(stdout);
-      std::exit(0);
-    } else if (a == "--iters" || a == "--iterations") {
-      o.iters = int_flag(a, value(), 1);
+  for (ex::Args args(argc, argv, usage, 1L << 30); args.next();) {
+    if (o.read(args)) continue;
+    const auto a = args.flag();
+    if (a == "--iters" || a == "--iterations") {
+      o.iters = args.integer(1);
     } else if (a == "--epochs") {
-      const std::string v = value();
-      char* end = nullptr;
-      const double e = std::strtod(v.c_str(), &end);
-      if (v.empty() || *end || !(e > 0) || e > 1e6) throw pd::Error("--epochs must be a positive number, got '" + v + "'");
-      o.epochs = e;
+      o.epochs = args.positive_number(1e6);
     } else if (a == "--data") {
-      o.data = value();
+      o.data = args.value();
       if (o.data.empty()) throw pd::Error("--data needs a folder (see --help)");
     } else if (a == "--synthetic") {
       o.synthetic = true;
     } else if (a == "--solver") {
-      o.solver = value();
+      o.solver = args.value();
     } else if (a == "--threads") {
-      o.threads = int_flag(a, value(), 1);
-    } else if (a == "--device") {
-      o.device = value();
-      if (o.device != "cpu" && o.device != "cuda") throw pd::Error("--device must be cpu or cuda, got '" + o.device + "'");
-    } else if (a == "--device-id") {
-      o.device_id = int_flag(a, value(), 0);
+      o.threads = args.integer(1);
     } else {
-      throw pd::Error("unknown option '" + std::string(a) + "' (see --help)");
+      args.unknown();
     }
   }
   if (o.iters && o.epochs) throw pd::Error("give --iters or --epochs, not both");
@@ -125,9 +96,9 @@ inline DataChoice choose_data(const Options& o) {
                     "CIFAR-10 page (https://www.cs.toronto.edu/~kriz/cifar.html) and unpack it, or run with --synthetic.");
   }
   std::string looked;
-  if (const char* env = std::getenv("POSEIDON_DATA_DIR"); env && *env) {
-    if (auto d = find_cifar10_dir(env)) return {d, {}};
-    looked = std::string("$POSEIDON_DATA_DIR (") + env + ") and ";
+  if (const auto env = ex::data_dir_from_env()) {
+    if (auto d = find_cifar10_dir(*env)) return {d, {}};
+    looked = "$POSEIDON_DATA_DIR (" + env->string() + ") and ";
   }
   if (auto d = find_cifar10_dir(fs::current_path())) return {d, {}};
   return {std::nullopt, "no CIFAR-10 binary files in " + looked + "the working directory; see --help"};
@@ -152,10 +123,6 @@ inline pd::SolverConfig solver_config(const Options& o, const DataChoice& data, 
   return cfg;
 }
 
-inline std::uint64_t seed_of(const pd::SolverConfig& cfg) {
-  return cfg.random_seed >= 0 ? static_cast<std::uint64_t>(cfg.random_seed) : 1701;
-}
-
 /// Trains on device D with the given context; `where` says in words what it runs on.
 template <class D>
 int train(const pd::SolverConfig& cfg, const DataChoice& data, int batch, std::shared_ptr<pd::DeviceContext<D>> ctx,
@@ -170,20 +137,10 @@ int train(const pd::SolverConfig& cfg, const DataChoice& data, int batch, std::s
                 "nothing about CIFAR-10\n",
                 data.why_synthetic.c_str());
   std::fflush(stdout);
-
-  auto solver = pd::make_solver<D, float>(cfg, pd::SolverOptions().with_metrics_csv({}), ctx);
-  const auto t0 = std::chrono::steady_clock::now();
-  const auto tests = solver->solve();  // empty unless test_interval divides max_iter
-  ctx->synchronize();
-  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-
-  double accuracy = -1;
-  for (const auto& out : tests.empty() ? solver->test(0) : tests[0])
-    if (out.name == "accuracy") accuracy = out.value;
-  if (accuracy < 0) throw pd::Error("the test net has no 'accuracy' output");
+  const ex::SolveResult r = ex::solve_and_test(cfg, ctx);
   std::printf("Final test accuracy: %.2f%% after %d iterations (%.3g epochs) in %.1f s (%.0f training images/s "
               "including tests)%s\n",
-              accuracy * 100, cfg.max_iter, epochs, secs, double(cfg.max_iter) * batch / secs,
+              r.accuracy * 100, cfg.max_iter, epochs, r.seconds, double(cfg.max_iter) * batch / r.seconds,
               data.dir ? "" : " [synthetic data]");
   return 0;
 }

@@ -3,31 +3,23 @@
 // (--device cuda) a GPU; `--help` lists the options.
 #include "cifar10_train.hpp"
 
-#include <cstdio>
-#include <exception>
 #include <memory>
-#include <string>
 
 namespace pd = poseidon;
 using namespace cifar10_example;
 
-int main(int argc, char** argv) try {
-  const Options o = parse(argc, argv);
-#if !defined(POSEIDON_WITH_CUDA)
-  if (o.device == "cuda")
-    throw pd::Error("--device cuda: this binary was built without CUDA (POSEIDON_WITH_CUDA is OFF); rebuild with "
-                    "nvcc installed and -DPOSEIDON_WITH_CUDA=ON, or use --device cpu");
-#endif
-  const DataChoice data = choose_data(o);
-  int batch = 0;
-  const auto cfg = solver_config(o, data, batch);
+int main(int argc, char** argv) {
+  return ex::run_main("poseidon_example_cifar10", [&] {
+    const Options o = parse(argc, argv);
+    o.check_built();
+    const DataChoice data = choose_data(o);
+    int batch = 0;
+    const auto cfg = solver_config(o, data, batch);
 
 #if defined(POSEIDON_WITH_CUDA)
-  if (o.device == "cuda") return train_cuda(o, cfg, data, batch);
+    if (o.device == "cuda") return train_cuda(o, cfg, data, batch);
 #endif
-  auto ctx = std::make_shared<pd::DeviceContext<pd::CPU>>(o.threads, seed_of(cfg));
-  return train<pd::CPU>(cfg, data, batch, ctx, std::to_string(ctx->threads()) + " threads");
-} catch (const std::exception& e) {
-  std::fprintf(stderr, "poseidon_example_cifar10: %s\n", e.what());
-  return 1;
+    auto ctx = std::make_shared<pd::DeviceContext<pd::CPU>>(o.threads, ex::seed_of(cfg));
+    return train<pd::CPU>(cfg, data, batch, ctx, ex::describe(*ctx));
+  });
 }

@@ -2,35 +2,33 @@
 // on the CPU, lenet_cuda.cu (compiled by nvcc when CUDA is built) instantiates it for the GPU.
 #pragma once
 
+#include "example_support.hpp"
+
 #include <poseidon/core/context.hpp>
 #include <poseidon/core/error.hpp>
 #include <poseidon/data/idx_data_layer.hpp>
 #include <poseidon/layers/all.hpp>
-#include <poseidon/solver/sgd.hpp>
 #include <poseidon/solver/solver_config.hpp>
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <memory>
 #include <string>
-#include <string_view>
 
 namespace lenet_example {
 
 namespace pd = poseidon;
 namespace fs = std::filesystem;
+namespace ex = example_support;
 
-struct Options {
+struct Options : ex::DeviceFlags {
   fs::path solver = POSEIDON_EXAMPLE_DIR "/lenet_solver.prototxt";
   fs::path data;
   double epochs = 10;
   int threads = 0;
-  std::string device = "cpu";  // cpu or cuda
-  int device_id = 0;
 };
 
 inline void usage(std::FILE* out) {
@@ -42,57 +40,31 @@ inline void usage(std::FILE* out) {
                "                 (default: $POSEIDON_DATA_DIR, else /usr/share/datasets/fashion-mnist,\n"
                "                 which Debian's dataset-fashion-mnist package installs)\n"
                "  --solver FILE  solver prototxt (default: the one beside this example's source)\n"
-               "  --threads N    CPU threads for BLAS and OpenMP (default: all cores)\n"
-               "  --device D     cpu (default) or cuda; cuda needs a binary built with POSEIDON_WITH_CUDA\n"
-               "  --device-id N  the GPU to train on with --device cuda (default 0)\n");
-}
-
-inline int non_negative(std::string_view flag, const std::string& v) {
-  char* end = nullptr;
-  const long n = std::strtol(v.c_str(), &end, 10);
-  if (v.empty() || *end || n < 0 || n > 1 << 20)
-    throw pd::Error(std::string(flag) + " needs a non-negative integer, got '" + v + "'");
-  return static_cast<int>(n);
+               "  --threads N    CPU threads for BLAS and OpenMP (default: all cores)\n");
+  ex::DeviceFlags::print_help(out, 17);
 }
 
 inline Options parse(int argc, char** argv) {
   Options o;
-  for (int i = 1; i < argc; ++i) {
-    const std::string_view a = argv[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc) throw pd::Error(std::string(a) + " needs a value (see --help)");
-      return argv[++i];
-    };
-    if (a == "--help" || a == "-h") {
-      usage(stdout);
-      std::exit(0);
-    } else if (a == "--epochs") {
-      const std::string v = value();
-      char* end = nullptr;
-      o.epochs = std::strtod(v.c_str(), &end);
-      if (*end || !(o.epochs > 0)) throw pd::Error("--epochs must be a positive number, got '" + v + "'");
+  for (ex::Args args(argc, argv, usage); args.next();) {
+    if (o.read(args)) continue;
+    const auto a = args.flag();
+    if (a == "--epochs") {
+      o.epochs = args.positive_number();
     } else if (a == "--data") {
-      o.data = value();
+      o.data = args.value();
     } else if (a == "--solver") {
-      o.solver = value();
+      o.solver = args.value();
     } else if (a == "--threads") {
-      const std::string v = value();
+      // atoi, as this example always had it: "--threads 2x" is 2 here, refused by the others.
+      const std::string v = args.value();
       o.threads = std::atoi(v.c_str());
       if (o.threads <= 0) throw pd::Error("--threads must be a positive integer, got '" + v + "'");
-    } else if (a == "--device") {
-      o.device = value();
-      if (o.device != "cpu" && o.device != "cuda")
-        throw pd::Error("--device must be cpu or cuda, got '" + o.device + "'");
-    } else if (a == "--device-id") {
-      o.device_id = non_negative(a, value());
     } else {
-      throw pd::Error("unknown option '" + std::string(a) + "' (see --help)");
+      args.unknown();
     }
   }
-  if (o.data.empty()) {
-    const char* env = std::getenv("POSEIDON_DATA_DIR");
-    o.data = env && *env ? fs::path(env) : fs::path("/usr/share/datasets/fashion-mnist");
-  }
+  if (o.data.empty()) o.data = ex::data_dir_from_env().value_or("/usr/share/datasets/fashion-mnist");
   return o;
 }
 
@@ -117,10 +89,6 @@ inline pd::SolverConfig solver_config(const Options& o) {
   return cfg;
 }
 
-inline std::uint64_t seed_of(const pd::SolverConfig& cfg) {
-  return cfg.random_seed >= 0 ? static_cast<std::uint64_t>(cfg.random_seed) : 1701;
-}
-
 /// Trains on device D with the given context; `where` says in words what it runs on.
 template <class D>
 int train(const Options& o, const pd::SolverConfig& cfg, std::shared_ptr<pd::DeviceContext<D>> ctx,
@@ -128,19 +96,9 @@ int train(const Options& o, const pd::SolverConfig& cfg, std::shared_ptr<pd::Dev
   std::printf("LeNet on Fashion-MNIST: %.3g epochs = %d iterations of batch 64, %s, data in %s\n", o.epochs,
               cfg.max_iter, where.c_str(), o.data.c_str());
   std::fflush(stdout);
-
-  auto solver = pd::make_solver<D, float>(cfg, pd::SolverOptions().with_metrics_csv({}), ctx);
-  const auto t0 = std::chrono::steady_clock::now();
-  const auto tests = solver->solve();  // empty unless max_iter is a multiple of test_interval
-  ctx->synchronize();
-  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-
-  double accuracy = -1;
-  for (const auto& out : tests.empty() ? solver->test(0) : tests[0])
-    if (out.name == "accuracy") accuracy = out.value;
-  if (accuracy < 0) throw pd::Error("the test net has no 'accuracy' output");
-  std::printf("Final test accuracy: %.2f%% after %.3g epochs (%d iterations) in %.1f s\n", accuracy * 100, o.epochs,
-              cfg.max_iter, secs);
+  const ex::SolveResult r = ex::solve_and_test(cfg, ctx);
+  std::printf("Final test accuracy: %.2f%% after %.3g epochs (%d iterations) in %.1f s\n", r.accuracy * 100, o.epochs,
+              cfg.max_iter, r.seconds);
   return 0;
 }
 

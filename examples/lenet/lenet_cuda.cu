@@ -2,18 +2,13 @@
 // nvcc only when POSEIDON_WITH_CUDA is on, so that the layers' CUDA kernels are registered.
 #include "lenet.hpp"
 
-#include <cuda_runtime.h>
-
 #include <memory>
-#include <string>
 
 namespace lenet_example {
 
 int train_cuda(const Options& o, const pd::SolverConfig& cfg) {
-  auto ctx = std::make_shared<pd::DeviceContext<pd::CUDA>>(o.device_id, seed_of(cfg));
-  cudaDeviceProp prop{};
-  POSEIDON_CUDA_CHECK(cudaGetDeviceProperties(&prop, o.device_id));
-  return train<pd::CUDA>(o, cfg, ctx, "GPU " + std::to_string(o.device_id) + " (" + prop.name + ")");
+  auto ctx = std::make_shared<pd::DeviceContext<pd::CUDA>>(o.device_id, ex::seed_of(cfg));
+  return train<pd::CUDA>(o, cfg, ctx, ex::describe(*ctx));
 }
 
 }  // namespace lenet_example

@@ -4,26 +4,15 @@
 #include <doctest/doctest.h>
 #include <poseidon/layers/lrn.hpp>
 
-#include <string>
 #include <type_traits>
-#include <vector>
 
 #include "support/cuda_layer_testing.hpp"
+#include "support/layer_params.hpp"
 
 using namespace poseidon;
 using namespace poseidon::testing;
 
 namespace {
-
-LayerParameter lrn_param(int size, double alpha, double beta, double k, bool within = false) {
-  Message m;
-  m.set("local_size", size).set("alpha", alpha).set("beta", beta).set("k", k);
-  if (within) m.set_enum("norm_region", "WITHIN_CHANNEL");
-  LayerParameter p("norm", "LRN");
-  p.bottom = {"x"};
-  p.top = {"y"};
-  return p.with("lrn_param", m);
-}
 
 // The kernels evaluate the CPU's expression in its order without fused multiply-adds; sqrt and
 // division round correctly on both devices, so beta = 3/4 gives the CPU's bits. Other betas go
@@ -74,28 +63,9 @@ TEST_CASE_TEMPLATE("CUDA LRN within a channel matches the CPU", T, float, double
 }
 
 TEST_CASE("CUDA LRN rejects bad parameters with the CPU layer's messages") {
-  auto first_error = [](auto& layer, auto& ctx, auto& x, auto& y) -> std::string {
-    try {
-      layer->setup(ctx, {&x}, {&y});
-    } catch (const Error& e) {
-      return e.what();
-    }
-    return "";
-  };
-  auto same_error = [&](const LayerParameter& p, const Shape& in) {
-    auto cpu = make_layer<CPU, float>(p);
-    auto gpu = make_layer<CUDA, float>(p);
-    Ctx cctx;
-    GpuCtx gctx;
-    Tensor<CPU, float> cx(in), cy;
-    Tensor<CUDA, float> gx(in), gy;
-    const std::string ce = first_error(cpu, cctx, cx, cy), ge = first_error(gpu, gctx, gx, gy);
-    CHECK(!ce.empty());
-    CHECK(ge == ce);
-  };
-  same_error(lrn_param(4, 1, 0.75, 1), {1, 3, 2, 2});   // even size
-  same_error(lrn_param(0, 1, 0.75, 1), {1, 3, 2, 2});   // size 0
-  same_error(lrn_param(3, 1, 0.75, 1), {1, 3, 2});      // not 4-d
+  expect_same_setup_error(lrn_param(4, 1, 0.75, 1), {1, 3, 2, 2});  // even size
+  expect_same_setup_error(lrn_param(0, 1, 0.75, 1), {1, 3, 2, 2});  // size 0
+  expect_same_setup_error(lrn_param(3, 1, 0.75, 1), {1, 3, 2});     // not 4-d
 }
 
 TEST_CASE("CUDA LRN gradients (double, on the GPU)") {

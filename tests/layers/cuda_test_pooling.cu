@@ -4,39 +4,16 @@
 #include <doctest/doctest.h>
 #include <poseidon/layers/pooling.hpp>
 
-#include <algorithm>
 #include <cmath>
-#include <numeric>
-#include <string>
-#include <vector>
+#include <cstdint>
 
 #include "support/cuda_layer_testing.hpp"
+#include "support/layer_params.hpp"
 
 using namespace poseidon;
 using namespace poseidon::testing;
 
 namespace {
-
-LayerParameter pool_param(const Message& m, bool mask_top = false) {
-  LayerParameter p("pool", "Pooling");
-  p.bottom = {"x"};
-  p.top = {"y"};
-  if (mask_top) p.top.push_back("mask");
-  return p.with("pooling_param", m);
-}
-
-Message pool_msg(const char* method, int kernel, int stride = 1, int pad = 0) {
-  Message m;
-  m.set_enum("pool", method).set("kernel_size", kernel).set("stride", stride).set("pad", pad);
-  return m;
-}
-
-Message pool_msg_hw(const char* method, int kh, int kw, int sh, int sw, int ph, int pw) {
-  Message m;
-  m.set_enum("pool", method).set("kernel_h", kh).set("kernel_w", kw).set("stride_h", sh).set("stride_w", sw);
-  m.set("pad_h", ph).set("pad_w", pw);
-  return m;
-}
 
 // MAX compares and adds the gradients of a position in the CPU's order: identical bits.
 constexpr double max_eps = 0;
@@ -48,20 +25,6 @@ template <class T>
 Tensor<CPU, T> tied_tensor(const Shape& s, std::uint64_t seed) {
   auto t = random_tensor<T>(s, -2.5, 2.5, seed);
   for (auto& v : t.data_span()) v = static_cast<T>(std::round(static_cast<double>(v)));
-  return t;
-}
-
-/// Distinct values 0.1 apart in a shuffled order: a finite-difference step never changes a winner.
-template <class T>
-Tensor<CPU, T> distinct_tensor(const Shape& s, std::uint64_t seed) {
-  Tensor<CPU, T> t(s);
-  std::vector<int> perm(t.count());
-  std::iota(perm.begin(), perm.end(), 0);
-  Rng r(seed);
-  for (std::size_t i = perm.size(); i > 1; --i)
-    std::swap(perm[i - 1], perm[static_cast<std::size_t>(r.uniform<double>(0.0, 1.0) * double(i)) % i]);
-  const double mid = double(t.count()) / 2;
-  for (std::size_t i = 0; i < t.count(); ++i) t.data()[i] = static_cast<T>((perm[i] - mid) * 0.1);
   return t;
 }
 
@@ -87,16 +50,16 @@ TEST_CASE_TEMPLATE("CUDA Pooling MAX matches the CPU bit for bit", T, float, dou
     compare_with_cpu<T>(pool_param(pool_msg_hw("MAX", 3, 2, 2, 1, 1, 0)), {random_tensor<T>({2, 3, 8, 7})}, max_eps);
   }
   SUBCASE("overlapping windows and ties: the first maximum wins, also in the mask top") {
-    compare_with_cpu<T>(pool_param(pool_msg("MAX", 3, 1, 1), true), {tied_tensor<T>({2, 3, 8, 9}, 12)}, max_eps);
-    compare_with_cpu<T>(pool_param(pool_msg("MAX", 2, 1), true), {tied_tensor<T>({1, 2, 5, 5}, 13)}, max_eps);
+    compare_with_cpu<T>(pool_mask_param(pool_msg("MAX", 3, 1, 1)), {tied_tensor<T>({2, 3, 8, 9}, 12)}, max_eps);
+    compare_with_cpu<T>(pool_mask_param(pool_msg("MAX", 2, 1)), {tied_tensor<T>({1, 2, 5, 5}, 13)}, max_eps);
   }
   SUBCASE("kernel smaller than stride: empty windows output 0 and argmax -1") {
-    compare_with_cpu<T>(pool_param(pool_msg("MAX", 1, 3), true), {random_tensor<T>({2, 2, 5, 5})}, max_eps);
+    compare_with_cpu<T>(pool_mask_param(pool_msg("MAX", 1, 3)), {random_tensor<T>({2, 2, 5, 5})}, max_eps);
   }
   SUBCASE("global pooling") {
     Message m;
     m.set_enum("pool", "MAX").set("global_pooling", true);
-    compare_with_cpu<T>(pool_param(m, true), {random_tensor<T>({2, 4, 6, 7})}, max_eps);
+    compare_with_cpu<T>(pool_mask_param(m), {random_tensor<T>({2, 4, 6, 7})}, max_eps);
   }
   SUBCASE("a large plane, many planes") {
     compare_with_cpu<T>(pool_param(pool_msg("MAX", 3, 2)), {random_tensor<T>({4, 16, 55, 55})}, max_eps);
@@ -154,33 +117,14 @@ TEST_CASE("CUDA Pooling keeps the argmax the CPU keeps") {
 }
 
 TEST_CASE("CUDA Pooling rejects bad parameters with the CPU layer's messages") {
-  auto first_error = [](auto& layer, auto& ctx, auto& x, auto& y) -> std::string {
-    try {
-      layer->setup(ctx, {&x}, {&y});
-    } catch (const Error& e) {
-      return e.what();
-    }
-    return "";
-  };
-  auto same_error = [&](const Message& m, const Shape& in) {
-    const LayerParameter p = pool_param(m);
-    auto cpu = make_layer<CPU, float>(p);
-    auto gpu = make_layer<CUDA, float>(p);
-    Ctx cctx;
-    GpuCtx gctx;
-    Tensor<CPU, float> cx(in), cy;
-    Tensor<CUDA, float> gx(in), gy;
-    const std::string ce = first_error(cpu, cctx, cx, cy), ge = first_error(gpu, gctx, gx, gy);
-    CHECK(!ce.empty());
-    CHECK(ge == ce);
-  };
-  same_error(pool_msg("MAX", 3, 1, 3), {1, 1, 5, 5});    // pad not smaller than the kernel
-  same_error(pool_msg("MAX", 7, 1), {1, 1, 5, 5});       // kernel larger than the input
-  same_error(pool_msg("AVE", 2, 0), {1, 1, 5, 5});       // stride 0
-  same_error(Message().set_enum("pool", "STOCHASTIC").set("kernel_size", 2), {1, 1, 4, 4});
-  same_error(Message().set_enum("pool", "MAX").set("global_pooling", true).set("kernel_size", 2), {1, 1, 4, 4});
-  same_error(Message().set_enum("pool", "MAX"), {1, 1, 4, 4});  // no kernel
-  same_error(pool_msg("MAX", 2), {1, 4, 4});                    // not 4-d
+  expect_same_setup_error(pool_param(pool_msg("MAX", 3, 1, 3)), {1, 1, 5, 5});  // pad not smaller than the kernel
+  expect_same_setup_error(pool_param(pool_msg("MAX", 7, 1)), {1, 1, 5, 5});     // kernel larger than the input
+  expect_same_setup_error(pool_param(pool_msg("AVE", 2, 0)), {1, 1, 5, 5});     // stride 0
+  expect_same_setup_error(pool_param(Message().set_enum("pool", "STOCHASTIC").set("kernel_size", 2)), {1, 1, 4, 4});
+  expect_same_setup_error(pool_param(Message().set_enum("pool", "MAX").set("global_pooling", true).set("kernel_size", 2)),
+                          {1, 1, 4, 4});
+  expect_same_setup_error(pool_param(Message().set_enum("pool", "MAX")), {1, 1, 4, 4});  // no kernel
+  expect_same_setup_error(pool_param(pool_msg("MAX", 2)), {1, 4, 4});                    // not 4-d
 }
 
 TEST_CASE("CUDA Pooling gradients (double, on the GPU)") {

@@ -1,6 +1,7 @@
 #include <doctest/doctest.h>
 #include <poseidon/layers/convolution.hpp>
 
+#include "support/layer_params.hpp"
 #include "support/layer_testing.hpp"
 
 #include <omp.h>
@@ -12,37 +13,6 @@ using namespace poseidon;
 using namespace poseidon::testing;
 
 namespace {
-
-struct ConvCfg {
-  int num_output = 4;
-  int kh = 3, kw = 3;
-  int pad_h = 0, pad_w = 0;
-  int stride_h = 1, stride_w = 1;
-  int dil_h = 1, dil_w = 1;
-  int group = 1;
-  bool bias = true;
-};
-
-Message conv_msg(const ConvCfg& c) {
-  Message m;
-  m.set("num_output", c.num_output).set("bias_term", c.bias).set("group", c.group);
-  m.set("kernel_h", c.kh).set("kernel_w", c.kw);
-  m.set("pad_h", c.pad_h).set("pad_w", c.pad_w);
-  m.set("stride_h", c.stride_h).set("stride_w", c.stride_w);
-  m.set("dilation", c.dil_h).set("dilation", c.dil_w);
-  m.add("weight_filler", Message().set("type", "gaussian").set("std", 0.5));
-  m.add("bias_filler", Message().set("type", "uniform").set("min", -1).set("max", 1));
-  return m;
-}
-
-LayerParameter conv_param(const Message& m, std::string name = "conv") {
-  LayerParameter p(std::move(name), "Convolution");
-  p.bottom = {"data"};
-  p.top = {"conv"};
-  return p.with("convolution_param", m);
-}
-
-LayerParameter conv_param(const ConvCfg& c) { return conv_param(conv_msg(c)); }
 
 /// Direct evaluation of the convolution sum, in double, from Caffe's definition.
 template <class T>
@@ -204,9 +174,7 @@ TEST_CASE_TEMPLATE("Convolution with two bottoms shares its weights", T, float, 
   auto a = random_tensor<T>({2, 2, 4, 4}, -1, 1, 1);
   auto b = random_tensor<T>({2, 2, 4, 4}, -1, 1, 2);
   Tensor<CPU, T> ya, yb;
-  LayerParameter p = conv_param(c);
-  p.bottom = {"a", "b"};
-  p.top = {"ya", "yb"};
+  const LayerParameter p = conv_param(c, 2);
   ConvolutionLayer<CPU, T> conv(p);
   Ctx ctx;
   conv.setup(ctx, {&a, &b}, {&ya, &yb});

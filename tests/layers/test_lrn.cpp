@@ -1,6 +1,7 @@
 #include <doctest/doctest.h>
 #include <poseidon/layers/lrn.hpp>
 
+#include "support/layer_params.hpp"
 #include "support/layer_testing.hpp"
 
 #include <cmath>
@@ -11,20 +12,6 @@ using namespace poseidon;
 using namespace poseidon::testing;
 
 namespace {
-
-LayerParameter lrn_param(const Message& m, std::string name = "norm") {
-  LayerParameter p(std::move(name), "LRN");
-  p.bottom = {"data"};
-  p.top = {"norm"};
-  return p.with("lrn_param", m);
-}
-
-Message lrn_msg(int size, double alpha, double beta, double k, bool within = false) {
-  Message m;
-  m.set("local_size", size).set("alpha", alpha).set("beta", beta).set("k", k);
-  if (within) m.set_enum("norm_region", "WITHIN_CHANNEL");
-  return m;
-}
 
 /// The definition, in double: scale = k + alpha/n * sum of x^2 over the zero-padded region.
 template <class T>
@@ -58,7 +45,7 @@ TEST_CASE_TEMPLATE("LRN across channels by hand", T, float, double) {
   // the squares of c's neighbours (alpha / n = 1).
   auto x = tensor_of<T>({1, 3, 1, 1}, {1, 2, 3});
   Tensor<CPU, T> y;
-  LRNLayer<CPU, T> lrn(lrn_param(lrn_msg(3, 3, 0.5, 2)));
+  LRNLayer<CPU, T> lrn(lrn_param(3, 3, 0.5, 2));
   Ctx ctx;
   lrn.setup(ctx, {&x}, {&y});
   lrn.forward(ctx, {&x}, {&y});
@@ -72,7 +59,7 @@ TEST_CASE_TEMPLATE("LRN within a channel by hand", T, float, double) {
   // A 2x2 plane, 3x3 windows: every window covers the whole plane, n = 9 (padding counts).
   auto x = tensor_of<T>({1, 1, 2, 2}, {1, 2, 3, 4});
   Tensor<CPU, T> y;
-  LRNLayer<CPU, T> lrn(lrn_param(lrn_msg(3, 9, 1, 1, true)));
+  LRNLayer<CPU, T> lrn(lrn_param(3, 9, 1, 1, true));
   Ctx ctx;
   lrn.setup(ctx, {&x}, {&y});
   lrn.forward(ctx, {&x}, {&y});
@@ -95,7 +82,7 @@ TEST_CASE_TEMPLATE("LRN forward matches the definition", T, float, double) {
   for (const auto& c : cases) {
     CAPTURE(std::string(c.name));
     Tensor<CPU, T> y;
-    LRNLayer<CPU, T> lrn(lrn_param(lrn_msg(c.size, c.alpha, c.beta, c.k, c.within)));
+    LRNLayer<CPU, T> lrn(lrn_param(c.size, c.alpha, c.beta, c.k, c.within));
     Ctx ctx;
     lrn.setup(ctx, {&x}, {&y});
     lrn.forward(ctx, {&x}, {&y});
@@ -133,7 +120,7 @@ TEST_CASE("LRN reads Caffe's defaults") {
   CHECK(p.beta == 0.75);
   CHECK(p.k == 1.0);
   CHECK(p.norm_region == LRNParam::NormRegion::across_channels);
-  auto layer = make_layer<CPU, double>(lrn_param(lrn_msg(5, 1e-4, 0.75, 1)));
+  auto layer = make_layer<CPU, double>(lrn_param(5, 1e-4, 0.75, 1));
   CHECK(layer->type() == "LRN");
 }
 

@@ -1,56 +1,21 @@
 #include <doctest/doctest.h>
 #include <poseidon/layers/pooling.hpp>
 
+#include "support/layer_params.hpp"
 #include "support/layer_testing.hpp"
 
-#include <algorithm>
-#include <numeric>
 #include <string>
 #include <vector>
 
 using namespace poseidon;
 using namespace poseidon::testing;
 
-namespace {
-
-LayerParameter pool_param(const Message& m, std::string name = "pool") {
-  LayerParameter p(std::move(name), "Pooling");
-  p.bottom = {"data"};
-  p.top = {"pool"};
-  return p.with("pooling_param", m);
-}
-
-Message pool_msg(const char* method, int kernel, int stride = 1, int pad = 0) {
-  Message m;
-  m.set_enum("pool", method).set("kernel_size", kernel).set("stride", stride).set("pad", pad);
-  return m;
-}
-
-/// Distinct values spaced 0.1 apart in a shuffled order, so that a finite-difference step of
-/// 1e-2 never changes which element of a window is the maximum.
-template <class T>
-Tensor<CPU, T> distinct_tensor(const Shape& s, std::uint64_t seed = 3) {
-  Tensor<CPU, T> t(s);
-  std::vector<int> perm(t.count());
-  std::iota(perm.begin(), perm.end(), 0);
-  Rng r(seed);
-  for (std::size_t i = perm.size(); i > 1; --i)
-    std::swap(perm[i - 1], perm[static_cast<std::size_t>(r.uniform<double>(0.0, 1.0) * double(i)) % i]);
-  const double mid = double(t.count()) / 2;
-  for (std::size_t i = 0; i < t.count(); ++i) t.data()[i] = static_cast<T>((perm[i] - mid) * 0.1);
-  return t;
-}
-
-}  // namespace
-
 TEST_CASE_TEMPLATE("Pooling MAX forward by hand, with the mask top", T, float, double) {
   // Caffe's test input: a 3x5 plane, 2x2 windows, stride 1 -> 2x4.
   auto x = tensor_of<T>({1, 2, 3, 5}, {1, 2, 5, 2, 3, 9, 4, 1, 4, 8, 1, 2, 5, 2, 3,    // channel 0
                                        -1, -2, -5, -2, -3, -9, -4, -1, -4, -8, -1, -2, -5, -2, -3});
   Tensor<CPU, T> y, mask;
-  LayerParameter p = pool_param(pool_msg("MAX", 2));
-  p.top = {"pool", "mask"};
-  PoolingLayer<CPU, T> pool(p);
+  PoolingLayer<CPU, T> pool(pool_mask_param(pool_msg("MAX", 2)));
   Ctx ctx;
   pool.setup(ctx, {&x}, {&y, &mask});
   REQUIRE(y.shape() == Shape{1, 2, 2, 4});
@@ -169,11 +134,9 @@ TEST_CASE_TEMPLATE("Pooling gradients", T, float, double) {
     Message msg;
     Shape in;
   };
-  Message global_max, global_ave, rect;
+  Message global_max, global_ave;
   global_max.set_enum("pool", "MAX").set("global_pooling", true);
   global_ave.set_enum("pool", "AVE").set("global_pooling", true);
-  rect.set_enum("pool", "AVE").set("kernel_h", 3).set("kernel_w", 2).set("stride_h", 2).set("stride_w", 1);
-  rect.set("pad_h", 1).set("pad_w", 0);
   Message floor = pool_msg("MAX", 3, 2);
   floor.set_enum("round_mode", "FLOOR");
   const std::vector<Case> cases = {
@@ -184,7 +147,7 @@ TEST_CASE_TEMPLATE("Pooling gradients", T, float, double) {
       {"MAX global", global_max, Shape{2, 3, 3, 4}},
       {"AVE 3x3 s2", pool_msg("AVE", 3, 2), Shape{2, 2, 6, 7}},
       {"AVE 3x3 s1 pad 1", pool_msg("AVE", 3, 1, 1), Shape{1, 2, 4, 5}},
-      {"AVE rectangular", rect, Shape{1, 2, 5, 4}},
+      {"AVE rectangular", pool_msg_hw("AVE", 3, 2, 2, 1, 1, 0), Shape{1, 2, 5, 4}},
       {"AVE global", global_ave, Shape{2, 2, 3, 3}},
   };
   for (const auto& c : cases) {
@@ -197,9 +160,7 @@ TEST_CASE_TEMPLATE("Pooling gradients", T, float, double) {
   SUBCASE("MAX with the mask top") {
     auto x = distinct_tensor<T>({2, 2, 5, 5});
     Tensor<CPU, T> y, mask;
-    LayerParameter p = pool_param(pool_msg("MAX", 3, 2));
-    p.top = {"pool", "mask"};
-    PoolingLayer<CPU, T> pool(p);
+    PoolingLayer<CPU, T> pool(pool_mask_param(pool_msg("MAX", 3, 2)));
     expect_gradients(pool, {&x}, {&y, &mask});
   }
 }

@@ -4,6 +4,7 @@
 
 #include <doctest/doctest.h>
 #include <poseidon/core/context.hpp>
+#include <poseidon/core/error.hpp>
 #include <poseidon/core/rng.hpp>
 #include <poseidon/core/tensor.hpp>
 #include <poseidon/layers/gradient_checker.hpp>
@@ -133,6 +134,29 @@ void compare_with_cpu(const LayerParameter& p, const std::vector<Tensor<CPU, T>>
         expect_close(detail::concat("blob ", i, " diff"), gpu->blobs()[i]->diff_to_host(),
                      cpu->blobs()[i]->diff_to_host(), eps);
   }
+}
+
+/// The message of the Error that setting up p's layer on device D over one bottom of shape `in`
+/// throws, or "" when setup succeeds. Building the layer must succeed: parse errors are not setup's.
+template <class D>
+std::string setup_error(const LayerParameter& p, const Shape& in) {
+  auto layer = make_layer<D, float>(p);
+  DeviceContext<D> ctx;
+  Tensor<D, float> x(in), y;
+  try {
+    layer->setup(ctx, {&x}, {&y});
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+/// p's layer refuses a bottom of shape `in` at setup, and the GPU's refusal reads as the CPU's.
+inline void expect_same_setup_error(const LayerParameter& p, const Shape& in) {
+  const std::string cpu = setup_error<CPU>(p, in), gpu = setup_error<CUDA>(p, in);
+  INFO("CPU: '", cpu, "', GPU: '", gpu, "'");
+  CHECK(!cpu.empty());
+  CHECK(gpu == cpu);
 }
 
 /// The shared numeric gradient checker on the GPU (it reads and writes through host copies).
