@@ -7,6 +7,7 @@
 #include <omp.h>
 
 #include <string>
+#include <type_traits>
 #include <vector>
 
 using namespace poseidon;
@@ -428,4 +429,79 @@ TEST_CASE_TEMPLATE("Convolution gradients on the samples scheme", T, float, doub
   ConvolutionLayer<CPU, T> conv(conv_param(c));
   conv.set_parallel(P::samples);
   expect_gradients(conv, {&x}, {&y});
+}
+
+namespace {
+
+/// dW from Caffe's definition, in double: dW[o][ci][i][j] = sum over n, oh, ow of
+/// dy[n][o][oh][ow] * x[n][g*cg + ci][oh*s - p + i*d][ow*s - p + j*d].
+template <class T>
+std::vector<double> reference_weight_grad(const Tensor<CPU, T>& x, const Tensor<CPU, T>& dy, const ConvCfg& c) {
+  const int N = x.shape(0), C = x.shape(1), H = x.shape(2), W = x.shape(3);
+  const int OH = dy.shape(2), OW = dy.shape(3);
+  const int cg = C / c.group, og = c.num_output / c.group;
+  std::vector<double> dw(static_cast<std::size_t>(c.num_output * cg * c.kh * c.kw), 0.0);
+  for (int o = 0; o < c.num_output; ++o)
+    for (int ci = 0; ci < cg; ++ci)
+      for (int i = 0; i < c.kh; ++i)
+        for (int j = 0; j < c.kw; ++j) {
+          double s = 0;
+          for (int n = 0; n < N; ++n)
+            for (int oh = 0; oh < OH; ++oh)
+              for (int ow = 0; ow < OW; ++ow) {
+                const int ih = oh * c.stride_h - c.pad_h + i * c.dil_h;
+                const int iw = ow * c.stride_w - c.pad_w + j * c.dil_w;
+                if (ih < 0 || ih >= H || iw < 0 || iw >= W) continue;
+                s += double(dy.data()[dy.offset(n, o, oh, ow)]) *
+                     double(x.data()[x.offset(n, (o / og) * cg + ci, ih, iw)]);
+              }
+          dw[static_cast<std::size_t>(((o * cg + ci) * c.kh + i) * c.kw + j)] = s;
+        }
+  return dw;
+}
+
+}  // namespace
+
+// The weight gradient of small weight matrices is computed transposed and added back; larger ones
+// (AlexNet's conv2-conv5) take the direct product. Both must give Caffe's gradient.
+TEST_CASE_TEMPLATE("Convolution weight gradients match the definition for small and large weight matrices", T, float,
+                   double) {
+  struct Case {
+    const char* name;
+    ConvCfg cfg;
+    int channels;
+  };
+  const Case cases[] = {
+      {"small weights, transposed product", ConvCfg{8, 3, 3, 1, 1, 1, 1, 1, 1, 2}, 8},
+      {"96x96x3x3 per group (82944 > 65536), direct product", ConvCfg{192, 3, 3, 1, 1, 1, 1, 1, 1, 2}, 192},
+      {"one group of 80x96x3x3, strided", ConvCfg{80, 3, 3, 1, 1, 2, 2, 1, 1, 1}, 96},
+  };
+  for (const auto& k : cases) {
+    CAPTURE(k.name);
+    auto x = random_tensor<T>({2, k.channels, 5, 5}, -1, 1, 21);
+    Tensor<CPU, T> y;
+    ConvolutionLayer<CPU, T> conv(conv_param(k.cfg));
+    Ctx ctx;
+    conv.setup(ctx, {&x}, {&y});
+    conv.forward(ctx, {&x}, {&y});
+    auto dy = random_tensor<T>(y.shape(), -1, 1, 22);
+    y.copy_diff_from_host(dy.data_span());
+    conv.blobs()[0]->zero_diff();
+    conv.blobs()[1]->zero_diff();
+    conv.backward(ctx, {&y}, {true}, {&x});
+    const auto ref = reference_weight_grad(x, dy, k.cfg);
+    const auto dw = conv.blobs()[0]->diff_to_host();
+    REQUIRE(dw.size() == ref.size());
+    const double tol = std::is_same_v<T, float> ? 1e-4 : 1e-10;
+    for (std::size_t i = 0; i < ref.size(); ++i) CHECK(double(dw[i]) == doctest::Approx(ref[i]).epsilon(tol));
+    // The bias gradient: dy summed over samples and positions.
+    const auto db = conv.blobs()[1]->diff_to_host();
+    const int plane = dy.shape(2) * dy.shape(3);
+    for (int o = 0; o < k.cfg.num_output; ++o) {
+      double s = 0;
+      for (int n = 0; n < 2; ++n)
+        for (int p = 0; p < plane; ++p) s += double(dy.data()[dy.offset(n, o) + static_cast<std::size_t>(p)]);
+      CHECK(double(db[static_cast<std::size_t>(o)]) == doctest::Approx(s).epsilon(tol));
+    }
+  }
 }
