@@ -46,11 +46,7 @@ inline pd::Message copy_without(const pd::Message& m, std::initializer_list<std:
   for (const pd::Field& f : m.fields()) {
     bool skipped = false;
     for (auto s : skip) skipped = skipped || f.name == s;
-    if (skipped) continue;
-    if (f.is_message)
-      out.add(f.name, *f.message, f.loc);
-    else
-      out.add(f.name, f.scalar, f.loc);
+    if (!skipped) out.add(f);
   }
   return out;
 }
@@ -64,10 +60,8 @@ inline pd::Message map_cifar10_layers(const pd::Message& net,
     if (f.is_message && f.name == "layer" && f.message->get<std::string>("type", "") == "Cifar10Data") {
       out.add(f.name, replace(*f.message), f.loc);
       ++replaced;
-    } else if (f.is_message) {
-      out.add(f.name, *f.message, f.loc);
     } else {
-      out.add(f.name, f.scalar, f.loc);
+      out.add(f);
     }
   }
   return out;

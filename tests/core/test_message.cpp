@@ -81,3 +81,21 @@ TEST_CASE("Message builder") {
   CHECK(m.get("std", 0.0) == doctest::Approx(0.01));
   CHECK(m.loc().str() == "<builder>");
 }
+
+TEST_CASE("Message::add(Field) copies fields as they stand, locations and child messages included") {
+  const Message m = sample();
+  Message copy(m.loc());
+  for (const Field& f : m.fields())
+    if (f.name != "pool") copy.add(f);
+  REQUIRE(copy.fields().size() == m.fields().size() - 1);
+  CHECK(copy.get("num_output", 0) == 20);
+  CHECK(copy.get_all<int>("pad") == std::vector<int>{1, 2});
+  CHECK(copy.get<std::string>("name", "") == "conv1");
+  CHECK_FALSE(copy.has("pool"));
+  CHECK(copy.child("weight_filler").get<std::string>("type", "") == "xavier");
+  for (std::size_t i = 0; i < copy.fields().size(); ++i) {
+    const Field& f = copy.fields()[i];
+    CHECK(f.loc.line == (i == 0 ? 4 : static_cast<int>(i) + 5));  // the lines of sample(), "pool" (line 5) skipped
+    CHECK(f.loc.file == "net.prototxt");
+  }
+}

@@ -54,6 +54,12 @@ class Message {
   explicit Message(SourceLoc loc) : loc_(std::move(loc)) {}
 
   // ---- building (the parser and C++ users) ---------------------------------
+  /// Appends a field as it stands (name, location and value), e.g. one taken from another
+  /// message; child messages are immutable once added, so they are shared, not copied.
+  Message& add(Field f) {
+    fields_.push_back(std::move(f));
+    return *this;
+  }
   Message& add(std::string name, Scalar value, SourceLoc loc = {}) {
     Field f;
     f.name = std::move(name);

@@ -85,10 +85,8 @@ inline Message upgrade_v1_layer(const Message& v1) {
       // V0 nesting (`layers { layer { ... } }`) predates even V1; it is not supported.
       detail::raise(f.loc.str(), ": V0 net definitions (a 'layer' inside 'layers') are not supported; "
                                  "upgrade the file with Caffe's upgrade_net_proto_text");
-    } else if (f.is_message) {
-      out.add(f.name, *f.message, f.loc);
     } else {
-      out.add(f.name, f.scalar, f.loc);
+      out.add(f);
     }
   }
   const std::size_t n = std::max({param_names.size(), blobs_lr.size(), weight_decay.size()});
@@ -142,10 +140,8 @@ inline Message upgrade_net(const Message& net) {
     if (f.name == "layers") {
       if (!f.is_message) detail::raise(f.loc.str(), ": 'layers' must be a message");
       out.add("layer", upgrade_v1_layer(*f.message), f.loc);
-    } else if (f.is_message) {
-      out.add(f.name, *f.message, f.loc);
     } else {
-      out.add(f.name, f.scalar, f.loc);
+      out.add(f);
     }
   }
   return out;
