@@ -67,6 +67,12 @@ namespace detail {
 struct PoolGeometry {
   int height = 0, width = 0, out_h = 0, out_w = 0;
   int kernel_h = 0, kernel_w = 0, stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0;
+  [[nodiscard]] POSEIDON_HOST_DEVICE std::size_t in_plane() const {
+    return static_cast<std::size_t>(height) * static_cast<std::size_t>(width);
+  }
+  [[nodiscard]] POSEIDON_HOST_DEVICE std::size_t out_plane() const {
+    return static_cast<std::size_t>(out_h) * static_cast<std::size_t>(out_w);
+  }
 };
 
 template <class D, class T>
@@ -314,21 +320,22 @@ struct PoolKernel<CPU, T> {
   }
 };
 
-}  // namespace detail
-
-template <class D, class T = float>
-class PoolingLayer final : public Layer<D, T> {
+/// What Pooling shares on every device: its parameters and their checks, the output shape
+/// (Caffe's rounding) and the argmax buffer. PoolingLayer<D> adds forward and backward.
+template <class D, class T>
+class PoolingLayerBase : public Layer<D, T> {
   using Base = Layer<D, T>;
-  using Kernel = detail::PoolKernel<D, T>;
+
+ protected:
   using Method = PoolingParam::Method;
 
  public:
   using typename Base::Context;
   using typename Base::Vec;
 
-  explicit PoolingLayer(const LayerParameter& p)
+  explicit PoolingLayerBase(const LayerParameter& p)
       : Base(p), pp_(PoolingParam::from_message(p.sub("pooling_param"), p.describe() + " pooling_param")) {}
-  PoolingLayer(const LayerParameter& p, PoolingParam pp) : Base(p), pp_(pp) {}
+  PoolingLayerBase(const LayerParameter& p, PoolingParam pp) : Base(p), pp_(pp) {}
 
   [[nodiscard]] std::string_view type() const override { return "Pooling"; }
   [[nodiscard]] int exact_num_bottom() const override { return 1; }
@@ -387,26 +394,6 @@ class PoolingLayer final : public Layer<D, T> {
     g_.pad_w = pp_.pad_w;
   }
 
-  void forward_impl(Context&, const Vec& bottom, const Vec& top) override {
-    const int planes = bottom[0]->shape(0) * bottom[0]->shape(1);
-    if (pp_.pool == Method::max)
-      Kernel::max_forward(g_, planes, bottom[0]->data(), top[0]->data(), argmax_.data(),
-                          top.size() > 1 ? top[1]->data() : nullptr);
-    else
-      Kernel::ave_forward(g_, planes, bottom[0]->data(), top[0]->data());
-  }
-
-  void backward_impl(Context&, const Vec& top, const std::vector<bool>& propagate_down,
-                     const Vec& bottom) override {
-    if (!propagate_down[0]) return;
-    const int planes = bottom[0]->shape(0) * bottom[0]->shape(1);
-    if (pp_.pool == Method::max)
-      Kernel::max_backward(g_, planes, top[0]->diff(), argmax_.data(), bottom[0]->diff());
-    else
-      Kernel::ave_backward(g_, planes, top[0]->diff(), bottom[0]->diff());
-  }
-
- private:
   // Caffe's rule: ceil (or floor) of the window count, and with padding the last window must
   // start inside the image (or its left padding), else it is dropped.
   [[nodiscard]] int out_size(int in, int kernel, int pad, int stride) const {
@@ -417,8 +404,43 @@ class PoolingLayer final : public Layer<D, T> {
   }
 
   PoolingParam pp_;
-  detail::PoolGeometry g_;
+  PoolGeometry g_;
   Tensor<D, int> argmax_;
+};
+
+}  // namespace detail
+
+template <class D, class T = float>
+class PoolingLayer final : public detail::PoolingLayerBase<D, T> {
+  using Base = detail::PoolingLayerBase<D, T>;
+  using Kernel = detail::PoolKernel<D, T>;
+  using typename Base::Method;
+
+ public:
+  using typename Base::Context;
+  using typename Base::Vec;
+  using Base::Base;
+
+ protected:
+  void forward_impl(Context&, const Vec& bottom, const Vec& top) override {
+    const int planes = bottom[0]->shape(0) * bottom[0]->shape(1);
+    if (this->pp_.pool == Method::max)
+      Kernel::max_forward(this->g_, planes, bottom[0]->data(), top[0]->data(), this->argmax_.data(),
+                          top.size() > 1 ? top[1]->data() : nullptr);
+    else
+      Kernel::ave_forward(this->g_, planes, bottom[0]->data(), top[0]->data());
+  }
+
+  void backward_impl(Context&, const Vec& top, const std::vector<bool>& propagate_down,
+                     const Vec& bottom) override {
+    if (!propagate_down[0]) return;
+    const int planes = bottom[0]->shape(0) * bottom[0]->shape(1);
+    if (this->pp_.pool == Method::max)
+      Kernel::max_backward(this->g_, planes, top[0]->diff(), this->argmax_.data(), bottom[0]->diff());
+    else
+      Kernel::ave_backward(this->g_, planes, top[0]->diff(), bottom[0]->diff());
+  }
+
 };
 
 POSEIDON_REGISTER_LAYER("Pooling", PoolingLayer)

@@ -31,16 +31,7 @@ namespace detail::gpu {
 // layer operation for operation: the same comparisons, and sums in the same order, so they give its
 // bits wherever the CPU's own order is unchanged.
 
-struct PoolGeom {
-  int height = 0, width = 0, out_h = 0, out_w = 0;
-  int kernel_h = 0, kernel_w = 0, stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0;
-  [[nodiscard]] __host__ __device__ std::size_t in_plane() const {
-    return static_cast<std::size_t>(height) * static_cast<std::size_t>(width);
-  }
-  [[nodiscard]] __host__ __device__ std::size_t out_plane() const {
-    return static_cast<std::size_t>(out_h) * static_cast<std::size_t>(out_w);
-  }
-};
+using PoolGeom = PoolGeometry;  // the CPU layer's geometry, also usable in kernels
 
 // The outputs [lo, hi) along one axis whose window holds input position i: a window o covers
 // [o*stride - pad, o*stride - pad + kernel) (MAX clips it to the image, AVE to the padded extent
@@ -174,87 +165,28 @@ void launch_pool(K kernel, cudaStream_t stream, std::size_t n, Args... args) {
 
 }  // namespace detail::gpu
 
-/// The CUDA pooling layer: the CPU layer's parameters, checks, output shapes (CEIL/FLOOR rounding,
-/// the dropped last window) and argmax, computed by the kernels above on the context's stream.
+/// The CUDA pooling layer: parameters, checks, output shapes (CEIL/FLOOR rounding, the dropped last
+/// window) and argmax are PoolingLayerBase's, shared with the CPU; the kernels above run on the
+/// context's stream.
 template <class T>
-class PoolingLayer<CUDA, T> final : public Layer<CUDA, T> {
-  using Base = Layer<CUDA, T>;
-  using Method = PoolingParam::Method;
+class PoolingLayer<CUDA, T> final : public detail::PoolingLayerBase<CUDA, T> {
+  using Base = detail::PoolingLayerBase<CUDA, T>;
+  using typename Base::Method;
 
  public:
   using typename Base::Context;
   using typename Base::Vec;
-
-  explicit PoolingLayer(const LayerParameter& p)
-      : Base(p), pp_(PoolingParam::from_message(p.sub("pooling_param"), p.describe() + " pooling_param")) {}
-  PoolingLayer(const LayerParameter& p, PoolingParam pp) : Base(p), pp_(pp) {}
-
-  [[nodiscard]] std::string_view type() const override { return "Pooling"; }
-  [[nodiscard]] int exact_num_bottom() const override { return 1; }
-  [[nodiscard]] int min_num_top() const override { return 1; }
-  // MAX pooling may output its argmax mask as a second top.
-  [[nodiscard]] int max_num_top() const override { return pp_.pool == Method::max ? 2 : 1; }
-  [[nodiscard]] const PoolingParam& pooling_param() const { return pp_; }
-  /// The argmax of the last MAX forward: per output, h * width + w within its plane (-1: none).
-  [[nodiscard]] const Tensor<CUDA, int>& argmax() const { return argmax_; }
-
-  void reshape(const Vec& bottom, const Vec& top) override {
-    const auto& b = *bottom[0];
-    this->check_axes(b, 0, 4, 4);
-    g_.height = b.shape(2);
-    g_.width = b.shape(3);
-    if (pp_.global_pooling) {
-      g_.kernel_h = g_.height;
-      g_.kernel_w = g_.width;
-    }
-    this->check(g_.kernel_h <= g_.height + 2 * g_.pad_h && g_.kernel_w <= g_.width + 2 * g_.pad_w, "kernel_size ",
-                g_.kernel_h, "x", g_.kernel_w, " is larger than the padded input ", g_.height + 2 * g_.pad_h, "x",
-                g_.width + 2 * g_.pad_w, " of bottom '", this->name_of_bottom(0), "' ", b.shape().str());
-    g_.out_h = out_size(g_.height, g_.kernel_h, g_.pad_h, g_.stride_h);
-    g_.out_w = out_size(g_.width, g_.kernel_w, g_.pad_w, g_.stride_w);
-    const Shape s{b.shape(0), b.shape(1), g_.out_h, g_.out_w};
-    for (auto* t : top) t->reshape(s);
-    if (pp_.pool == Method::max) argmax_.reshape(s);
-  }
+  using Base::Base;
 
  protected:
-  void layer_setup(Context&, const Vec& bottom, const Vec&) override {
-    // The CPU layer's checks and messages: a prototxt fails the same way on either device.
-    this->check(pp_.pool != Method::stochastic,
-                "pool STOCHASTIC is not supported (only MAX and AVE); Caffe implements it on the GPU only");
-    this->check_axes(*bottom[0], 0, 4, 4);
-    if (pp_.global_pooling) {
-      this->check(!pp_.has_kernel, "with global_pooling: true, kernel_size must not be specified");
-      this->check(pp_.pad_h == 0 && pp_.pad_w == 0 && pp_.stride_h == 1 && pp_.stride_w == 1,
-                  "with global_pooling: true, only pad 0 and stride 1 are allowed; got pad ", pp_.pad_h, "x",
-                  pp_.pad_w, ", stride ", pp_.stride_h, "x", pp_.stride_w);
-    } else {
-      this->check(pp_.has_kernel, "kernel_size (or kernel_h and kernel_w) is required");
-      this->check(pp_.kernel_h > 0 && pp_.kernel_w > 0, "kernel_size must be positive, got ", pp_.kernel_h, "x",
-                  pp_.kernel_w);
-    }
-    this->check(pp_.stride_h > 0 && pp_.stride_w > 0, "stride must be positive, got ", pp_.stride_h, "x",
-                pp_.stride_w);
-    this->check(pp_.pad_h >= 0 && pp_.pad_w >= 0, "pad must be non-negative, got ", pp_.pad_h, "x", pp_.pad_w);
-    if (!pp_.global_pooling)
-      this->check(pp_.pad_h < pp_.kernel_h && pp_.pad_w < pp_.kernel_w, "pad ", pp_.pad_h, "x", pp_.pad_w,
-                  " must be smaller than kernel_size ", pp_.kernel_h, "x", pp_.kernel_w);
-    g_.kernel_h = pp_.kernel_h;
-    g_.kernel_w = pp_.kernel_w;
-    g_.stride_h = pp_.stride_h;
-    g_.stride_w = pp_.stride_w;
-    g_.pad_h = pp_.pad_h;
-    g_.pad_w = pp_.pad_w;
-  }
-
   void forward_impl(Context& ctx, const Vec& bottom, const Vec& top) override {
     namespace gpu = detail::gpu;
     const std::size_t n = top[0]->count();
-    if (pp_.pool == Method::max)
-      gpu::launch_pool(gpu::max_pool_forward_kernel<T>, ctx.stream(), n, g_, bottom[0]->data(), top[0]->data(),
-                       argmax_.data(), top.size() > 1 ? top[1]->data() : static_cast<T*>(nullptr));
+    if (this->pp_.pool == Method::max)
+      gpu::launch_pool(gpu::max_pool_forward_kernel<T>, ctx.stream(), n, this->g_, bottom[0]->data(), top[0]->data(),
+                       this->argmax_.data(), top.size() > 1 ? top[1]->data() : static_cast<T*>(nullptr));
     else
-      gpu::launch_pool(gpu::ave_pool_forward_kernel<T>, ctx.stream(), n, g_, bottom[0]->data(), top[0]->data());
+      gpu::launch_pool(gpu::ave_pool_forward_kernel<T>, ctx.stream(), n, this->g_, bottom[0]->data(), top[0]->data());
   }
 
   void backward_impl(Context& ctx, const Vec& top, const std::vector<bool>& propagate_down,
@@ -262,26 +194,12 @@ class PoolingLayer<CUDA, T> final : public Layer<CUDA, T> {
     namespace gpu = detail::gpu;
     if (!propagate_down[0]) return;
     const std::size_t n = bottom[0]->count();
-    if (pp_.pool == Method::max)
-      gpu::launch_pool(gpu::max_pool_backward_kernel<T>, ctx.stream(), n, g_, top[0]->diff(),
-                       static_cast<const int*>(argmax_.data()), bottom[0]->diff());
+    if (this->pp_.pool == Method::max)
+      gpu::launch_pool(gpu::max_pool_backward_kernel<T>, ctx.stream(), n, this->g_, top[0]->diff(),
+                       static_cast<const int*>(this->argmax_.data()), bottom[0]->diff());
     else
-      gpu::launch_pool(gpu::ave_pool_backward_kernel<T>, ctx.stream(), n, g_, top[0]->diff(), bottom[0]->diff());
+      gpu::launch_pool(gpu::ave_pool_backward_kernel<T>, ctx.stream(), n, this->g_, top[0]->diff(), bottom[0]->diff());
   }
-
- private:
-  // Caffe's rule (the CPU layer's): ceil (or floor) of the window count, and with padding the last
-  // window must start inside the image (or its left padding), else it is dropped.
-  [[nodiscard]] int out_size(int in, int kernel, int pad, int stride) const {
-    const int span = in + 2 * pad - kernel;  // >= 0, checked above
-    int out = (pp_.round_mode == PoolingParam::RoundMode::ceil ? (span + stride - 1) / stride : span / stride) + 1;
-    if ((g_.pad_h || g_.pad_w) && (out - 1) * stride >= in + pad) --out;
-    return out;
-  }
-
-  PoolingParam pp_;
-  detail::gpu::PoolGeom g_;
-  Tensor<CUDA, int> argmax_;
 };
 
 POSEIDON_REGISTER_LAYER_CUDA("Pooling", PoolingLayer)
