@@ -118,6 +118,10 @@ TEST_CASE_TEMPLATE("Convolution forward matches the definition", T, float, doubl
       {"1x1 with groups", {4, 1, 1, 0, 0, 1, 1, 1, 1, 2}, Shape{3, 4, 3, 3}},
       {"1x1 with stride", {3, 1, 1, 0, 0, 2, 2}, Shape{2, 3, 5, 5}},
       {"kernel as large as the padded input", {2, 5, 5, 1, 1}, Shape{2, 2, 3, 3}},
+      // stride_w > 1 splits input rows into phases (AlexNet conv1's path).
+      {"11 taps at stride 4, padded", {3, 11, 11, 2, 3, 4, 4}, Shape{2, 3, 23, 25}},
+      {"stride 3 wider than the kernel", {2, 2, 2, 0, 1, 3, 3}, Shape{2, 2, 8, 10}},
+      {"stride 2 with dilation 3 and pad", {2, 3, 3, 2, 4, 2, 2, 3, 3}, Shape{2, 2, 11, 12}},
   };
   for (const auto& c : cases) {
     CAPTURE(std::string(c.name));
@@ -141,6 +145,9 @@ TEST_CASE_TEMPLATE("Convolution gradients", T, float, double) {
       {"overlapping strided windows", {2, 3, 3, 1, 1, 2, 2}, Shape{2, 2, 7, 7}, 0},
       {"one channel, one sample per batch (col2im in row bands)", {2, 3, 3, 1, 1, 2, 2}, Shape{2, 1, 7, 7}, 1},
       {"one channel, tall kernel, stride 3", {2, 4, 2, 2, 0, 3, 1}, Shape{1, 1, 9, 4}, 1},
+      {"11 taps at stride 4, padded", {2, 11, 11, 2, 3, 4, 4}, Shape{2, 2, 19, 21}, 0},
+      {"stride 3 wider than the kernel, one sample per batch", {2, 2, 2, 0, 1, 3, 3}, Shape{2, 1, 8, 10}, 1},
+      {"stride 2 with dilation 3 and pad", {2, 3, 3, 2, 4, 2, 2, 3, 3}, Shape{2, 2, 11, 12}, 0},
       {"1x1 direct", {3, 1, 1}, Shape{2, 4, 3, 3}, 1},
       {"1x1 batched", {3, 1, 1, 0, 0, 1, 1, 1, 1, 1}, Shape{2, 4, 3, 3}, 0},
   };

@@ -19,6 +19,7 @@
 #include <cstddef>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -121,6 +122,13 @@ struct ConvKernel<CPU, T> {
                                    static_cast<std::size_t>(c)) * img;
       int ylo, yhi;
       math::detail::valid_range(oh, g.height, g.pad_h, g.stride_h, kh * g.dilation_h, ylo, yhi);
+      if (g.stride_w > 1) {
+        const std::size_t r0 = (static_cast<std::size_t>(c) * static_cast<std::size_t>(g.kernel_h) +
+                                static_cast<std::size_t>(kh)) * static_cast<std::size_t>(g.kernel_w);
+        im2col_strided_rows(g, ylo, yhi, src_plane, col + r0 * ld + static_cast<std::size_t>(s) * plane, ld,
+                            kh * g.dilation_h - g.pad_h);
+        continue;
+      }
       for (int kw = 0; kw < g.kernel_w; ++kw) {
         int xlo, xhi;
         math::detail::valid_range(ow, g.width, g.pad_w, g.stride_w, kw * g.dilation_w, xlo, xhi);
@@ -161,15 +169,10 @@ struct ConvKernel<CPU, T> {
           const int iy = iy0 + (y - ylo) * g.stride_h;
           const T* src = src_plane + static_cast<std::size_t>(iy) * static_cast<std::size_t>(g.width);
           for (int x = 0; x < xlo; ++x) row[x] = T(0);
-          if (g.stride_w == 1) {
-            // An inline loop, not memcpy: rows are short (LeNet conv2: 8 floats), and a library
-            // call per row cost more than the copy (LeNet conv2's im2col 1.4x slower).
-            const T* s0 = src + ix0;
-            for (int x = xlo; x < xhi; ++x) row[x] = s0[x];
-          } else {
-            const int sw = g.stride_w;
-            for (int x = xlo; x < xhi; ++x) row[x] = src[x * sw + ix0];
-          }
+          // An inline loop, not memcpy: rows are short (LeNet conv2: 8 floats), and a library
+          // call per row cost more than the copy (LeNet conv2's im2col 1.4x slower).
+          const T* s0 = src + ix0;
+          for (int x = xlo; x < xhi; ++x) row[x] = s0[x];
           for (int x = xhi; x < ow; ++x) row[x] = T(0);
         }
       }
@@ -198,6 +201,7 @@ struct ConvKernel<CPU, T> {
       const int r1 = static_cast<int>(static_cast<long long>(g.height) * (band + 1) / bands);
       T* dst_plane = data + (static_cast<std::size_t>(s) * static_cast<std::size_t>(g.channels) +
                              static_cast<std::size_t>(c)) * img;
+      std::optional<Phases> phases;  // for stride_w > 1, made on first use
       std::memset(dst_plane + static_cast<std::size_t>(r0) * static_cast<std::size_t>(g.width), 0,
                   static_cast<std::size_t>(r1 - r0) * static_cast<std::size_t>(g.width) * sizeof(T));
       for (int kh = 0; kh < g.kernel_h; ++kh) {
@@ -208,6 +212,13 @@ struct ConvKernel<CPU, T> {
         ylo = std::max(ylo, ceil_div(r0 - base, g.stride_h));
         yhi = std::min(yhi, ceil_div(r1 - base, g.stride_h));
         if (ylo >= yhi) continue;
+        if (g.stride_w > 1) {
+          const std::size_t rk = (static_cast<std::size_t>(c) * static_cast<std::size_t>(g.kernel_h) +
+                                  static_cast<std::size_t>(kh)) * static_cast<std::size_t>(g.kernel_w);
+          col2im_strided_rows(g, ylo, yhi, col + rk * ld + static_cast<std::size_t>(s) * plane, ld, dst_plane, base,
+                              phases);
+          continue;
+        }
         for (int kw = 0; kw < g.kernel_w; ++kw) {
           int xlo, xhi;
           math::detail::valid_range(ow, g.width, g.pad_w, g.stride_w, kw * g.dilation_w, xlo, xhi);
@@ -216,15 +227,11 @@ struct ConvKernel<CPU, T> {
                                 static_cast<std::size_t>(kw);
           const T* in = col + r * ld + static_cast<std::size_t>(s) * plane;
           const int ix0 = kw * g.dilation_w - g.pad_w;
-          const int sw = g.stride_w;
           for (int y = ylo; y < yhi; ++y) {
             const int iy = y * g.stride_h + base;
             T* dst = dst_plane + static_cast<std::size_t>(iy) * static_cast<std::size_t>(g.width) + ix0;
             const T* row = in + static_cast<std::size_t>(y) * static_cast<std::size_t>(ow);
-            if (sw == 1)
-              for (int x = xlo; x < xhi; ++x) dst[x] += row[x];
-            else
-              for (int x = xlo; x < xhi; ++x) dst[x * sw] += row[x];
+            for (int x = xlo; x < xhi; ++x) dst[x] += row[x];
           }
         }
       }
@@ -253,6 +260,88 @@ struct ConvKernel<CPU, T> {
  private:
   // Rounds towards +infinity for any sign of a (b > 0).
   static int ceil_div(int a, int b) { return a >= 0 ? (a + b - 1) / b : -((-a) / b); }
+
+  // Strided rows (AlexNet conv1: stride 4, 11 taps). Tap kw of output column x reads input
+  // position x * sw + kw * dw - pad; read directly, that is one strided load per column entry, for
+  // every tap. Instead an input row is split once into its sw phases (phase p holds the padded
+  // positions p, p + sw, p + 2 sw, ...), after which tap kw's row is the contiguous run of phase
+  // (kw * dw) % sw starting at (kw * dw) / sw. Entries outside the image stay zero: the padding.
+  struct Phases {
+    int stride = 1, len = 0;
+    std::vector<int> lo, hi;  // phase p holds image pixels at entries [lo[p], hi[p])
+    std::vector<T> buf;       // stride x len
+
+    explicit Phases(const math::ConvGeometry& g)
+        : stride(g.stride_w),
+          len(g.out_w() + (g.kernel_w - 1) * g.dilation_w / g.stride_w),
+          lo(static_cast<std::size_t>(stride)),
+          hi(static_cast<std::size_t>(stride)),
+          buf(static_cast<std::size_t>(stride) * static_cast<std::size_t>(len), T(0)) {
+      for (int p = 0; p < stride; ++p) {
+        const auto i = static_cast<std::size_t>(p);
+        lo[i] = std::min(len, std::max(0, ceil_div(g.pad_w - p, stride)));
+        hi[i] = std::max(lo[i], std::min(len, ceil_div(g.width + g.pad_w - p, stride)));
+      }
+    }
+    [[nodiscard]] T* phase(int p) { return buf.data() + static_cast<std::size_t>(p) * static_cast<std::size_t>(len); }
+    // Where tap kw's row starts.
+    [[nodiscard]] T* tap(const math::ConvGeometry& g, int kw) {
+      const int off = kw * g.dilation_w;
+      return phase(off % stride) + off / stride;
+    }
+  };
+
+  // im2col for one (sample, channel, kernel row) when stride_w > 1: `out` is the column row of
+  // tap (kh, 0) for this sample, rows of the following taps ld apart; input row iy = y * stride_h + base.
+  static void im2col_strided_rows(const math::ConvGeometry& g, int ylo, int yhi, const T* src_plane, T* out,
+                                  std::size_t ld, int base) {
+    const int oh = g.out_h(), ow = g.out_w();
+    const auto w = static_cast<std::size_t>(ow);
+    for (int kw = 0; kw < g.kernel_w; ++kw) {
+      T* o = out + static_cast<std::size_t>(kw) * ld;
+      std::memset(o, 0, static_cast<std::size_t>(ylo) * w * sizeof(T));
+      std::memset(o + static_cast<std::size_t>(yhi) * w, 0, static_cast<std::size_t>(oh - yhi) * w * sizeof(T));
+    }
+    if (ylo >= yhi) return;
+    Phases ph(g);
+    const int sw = g.stride_w;
+    for (int y = ylo; y < yhi; ++y) {
+      const T* src = src_plane + static_cast<std::size_t>(y * g.stride_h + base) * static_cast<std::size_t>(g.width);
+      for (int p = 0; p < sw; ++p) {
+        T* q = ph.phase(p);
+        const int from = p - g.pad_w;
+        for (int j = ph.lo[static_cast<std::size_t>(p)]; j < ph.hi[static_cast<std::size_t>(p)]; ++j) q[j] = src[j * sw + from];
+      }
+      for (int kw = 0; kw < g.kernel_w; ++kw) {
+        const T* q = ph.tap(g, kw);
+        T* row = out + static_cast<std::size_t>(kw) * ld + static_cast<std::size_t>(y) * w;
+        for (int x = 0; x < ow; ++x) row[x] = q[x];
+      }
+    }
+  }
+
+  // The adjoint of im2col_strided_rows for output rows [ylo, yhi): the taps of a row are summed
+  // into the phases, which are then added back to the input row.
+  static void col2im_strided_rows(const math::ConvGeometry& g, int ylo, int yhi, const T* in, std::size_t ld,
+                                  T* dst_plane, int base, std::optional<Phases>& ph) {
+    if (!ph) ph.emplace(g);
+    const int ow = g.out_w(), sw = g.stride_w;
+    const auto w = static_cast<std::size_t>(ow);
+    for (int y = ylo; y < yhi; ++y) {
+      std::fill(ph->buf.begin(), ph->buf.end(), T(0));
+      for (int kw = 0; kw < g.kernel_w; ++kw) {
+        T* q = ph->tap(g, kw);
+        const T* row = in + static_cast<std::size_t>(kw) * ld + static_cast<std::size_t>(y) * w;
+        for (int x = 0; x < ow; ++x) q[x] += row[x];
+      }
+      T* dst = dst_plane + static_cast<std::size_t>(y * g.stride_h + base) * static_cast<std::size_t>(g.width);
+      for (int p = 0; p < sw; ++p) {
+        const T* q = ph->phase(p);
+        const int to = p - g.pad_w;
+        for (int j = ph->lo[static_cast<std::size_t>(p)]; j < ph->hi[static_cast<std::size_t>(p)]; ++j) dst[j * sw + to] += q[j];
+      }
+    }
+  }
 
   template <class F>
   static void relayout(int samples, int rows, std::size_t plane, bool parallel, F copy) {
