@@ -4,6 +4,8 @@
 #include "support/layer_params.hpp"
 #include "support/layer_testing.hpp"
 
+#include <algorithm>
+#include <cmath>
 #include <string>
 #include <vector>
 
@@ -141,6 +143,7 @@ TEST_CASE_TEMPLATE("Pooling gradients", T, float, double) {
   floor.set_enum("round_mode", "FLOOR");
   const std::vector<Case> cases = {
       {"MAX 2x2 s2", pool_msg("MAX", 2, 2), Shape{2, 2, 4, 5}},
+      {"MAX 2x2 s2, tiled", pool_msg("MAX", 2, 2), Shape{2, 2, 4, 6}},
       {"MAX 3x3 s2 (overlapping, ceil)", pool_msg("MAX", 3, 2), Shape{2, 2, 6, 7}},
       {"MAX 3x3 s2 pad 1", pool_msg("MAX", 3, 2, 1), Shape{1, 2, 5, 6}},
       {"MAX floor", floor, Shape{1, 2, 6, 7}},
@@ -162,6 +165,60 @@ TEST_CASE_TEMPLATE("Pooling gradients", T, float, double) {
     Tensor<CPU, T> y, mask;
     PoolingLayer<CPU, T> pool(pool_mask_param(pool_msg("MAX", 3, 2)));
     expect_gradients(pool, {&x}, {&y, &mask});
+  }
+}
+
+TEST_CASE_TEMPLATE("Pooling MAX matches the definition, ties included", T, float, double) {
+  // Caffe's definition: scan the window (clipped to the image) in row-major order; a tap replaces
+  // the maximum only when strictly greater, so ties go to the first. Values from {0..3} make ties
+  // common. Exactly tiled cases (kernel == stride, no pad) take their own loops.
+  struct Case {
+    const char* name;
+    Message msg;
+    Shape in;
+  };
+  const std::vector<Case> cases = {
+      {"2x2 s2, tiled (LeNet)", pool_msg("MAX", 2, 2), Shape{3, 4, 8, 6}},
+      {"3x3 s3, tiled", pool_msg("MAX", 3, 3), Shape{2, 3, 9, 6}},
+      {"2x3 s(2,3), tiled", pool_msg_hw("MAX", 2, 3, 2, 3, 0, 0), Shape{2, 2, 4, 9}},
+      {"2x2 s2, last window clipped", pool_msg("MAX", 2, 2), Shape{2, 3, 5, 7}},
+      {"3x3 s2, overlapping", pool_msg("MAX", 3, 2), Shape{2, 3, 7, 9}},
+      {"3x3 s2 pad 1", pool_msg("MAX", 3, 2, 1), Shape{2, 2, 6, 5}},
+  };
+  Ctx ctx;
+  for (const auto& c : cases) {
+    CAPTURE(std::string(c.name));
+    auto x = random_tensor<T>(c.in, 0, 4, 17);
+    for (std::size_t i = 0; i < x.count(); ++i) x.data()[i] = std::floor(x.data()[i]);
+    Tensor<CPU, T> y, mask;
+    PoolingLayer<CPU, T> pool(pool_mask_param(c.msg));
+    pool.setup(ctx, {&x}, {&y, &mask});
+    pool.forward(ctx, {&x}, {&y, &mask});
+    const auto& m = c.msg;
+    const int kh = m.get("kernel_size", m.get("kernel_h", 0)), kw = m.get("kernel_size", m.get("kernel_w", 0));
+    const int sh = m.get("stride", m.get("stride_h", 1)), sw = m.get("stride", m.get("stride_w", 1));
+    const int pad = m.get("pad", 0);
+    const int H = c.in[2], W = c.in[3], OH = y.shape()[2], OW = y.shape()[3];
+    int ties = 0;
+    for (int pl = 0; pl < c.in[0] * c.in[1]; ++pl)
+      for (int oh = 0; oh < OH; ++oh)
+        for (int ow = 0; ow < OW; ++ow) {
+          const int h0 = std::max(oh * sh - pad, 0), h1 = std::min(oh * sh - pad + kh, H);
+          const int w0 = std::max(ow * sw - pad, 0), w1 = std::min(ow * sw - pad + kw, W);
+          const T* xp = x.data() + static_cast<std::size_t>(pl) * static_cast<std::size_t>(H * W);
+          int best = h0 * W + w0;
+          for (int h = h0; h < h1; ++h)
+            for (int w = w0; w < w1; ++w) {
+              ties += (h * W + w != best && xp[h * W + w] == xp[best]) ? 1 : 0;
+              if (xp[h * W + w] > xp[best]) best = h * W + w;
+            }
+          const std::size_t o = (static_cast<std::size_t>(pl) * static_cast<std::size_t>(OH) + static_cast<std::size_t>(oh)) *
+                                    static_cast<std::size_t>(OW) + static_cast<std::size_t>(ow);
+          REQUIRE(pool.argmax().data()[o] == best);
+          REQUIRE(y.data()[o] == xp[best]);
+          REQUIRE(mask.data()[o] == T(best));
+        }
+    CHECK(ties > 0);
   }
 }
 

@@ -117,6 +117,10 @@ struct PoolKernel<CPU, T> {
   // shapes against per-output loops: 3x3/2 MAX forward 1.6x (training data) to 3x (random data,
   // where the old branches mispredicted) faster, AVE forward and backward 1.5-1.7x.
   static void max_forward(const PoolGeometry& g, int planes, const T* x, T* y, int* argmax, T* mask) {
+    if (tiles_exactly(g)) {
+      max_forward_tiled(g, planes, x, y, argmax, mask);
+      return;
+    }
     const std::size_t in_plane = static_cast<std::size_t>(g.height) * static_cast<std::size_t>(g.width);
     const std::size_t out_plane = static_cast<std::size_t>(g.out_h) * static_cast<std::size_t>(g.out_w);
     const PoolAxis rows(g.out_h, g.height, g.kernel_h, g.stride_h, g.pad_h);
@@ -199,6 +203,53 @@ struct PoolKernel<CPU, T> {
           for (std::size_t o = 0; o < out_plane; ++o)
             mask[static_cast<std::size_t>(pl) * out_plane + o] = static_cast<T>(ap[o]);
       }
+    }
+  }
+
+  // Windows that tile the image exactly (kernel == stride, no padding, nothing left over: LeNet's
+  // and VGG's 2x2/2) need neither the column maxima nor the edge cases: each output compares its
+  // window's taps in row-major order, one sweep over an output row per tap. LeNet's pool1 (64 x 20 x
+  // 24 x 24) ran 3.5x faster this way than through the general loops, whose per-row set-up
+  // dominated on such short rows.
+  static bool tiles_exactly(const PoolGeometry& g) {
+    return g.pad_h == 0 && g.pad_w == 0 && g.kernel_h == g.stride_h && g.kernel_w == g.stride_w &&
+           g.out_h * g.stride_h == g.height && g.out_w * g.stride_w == g.width;
+  }
+
+  static void max_forward_tiled(const PoolGeometry& g, int planes, const T* x, T* y, int* argmax, T* mask) {
+    const std::size_t in_plane = g.in_plane(), out_plane = g.out_plane();
+    const int ow = g.out_w, kh = g.kernel_h, kw = g.kernel_w, W = g.width;
+#pragma omp parallel for schedule(static) if (static_cast<std::size_t>(planes) * in_plane > math::detail::omp_min_elements)
+    for (int pl = 0; pl < planes; ++pl) {
+      const T* xp = x + static_cast<std::size_t>(pl) * in_plane;
+      T* yp = y + static_cast<std::size_t>(pl) * out_plane;
+      int* ap = argmax + static_cast<std::size_t>(pl) * out_plane;
+      for (int ph = 0; ph < g.out_h; ++ph) {
+        T* v = yp + static_cast<std::size_t>(ph) * static_cast<std::size_t>(ow);
+        int* a = ap + static_cast<std::size_t>(ph) * static_cast<std::size_t>(ow);
+        const int h0 = ph * kh;
+        // The window's first tap starts it; later taps win only when strictly greater, Caffe's
+        // first maximum (a NaN first tap stays, as in the general loops).
+        const T* r0 = xp + static_cast<std::size_t>(h0) * static_cast<std::size_t>(W);
+        for (int pw = 0; pw < ow; ++pw) {
+          v[pw] = r0[pw * kw];
+          a[pw] = h0 * W + pw * kw;
+        }
+        for (int dh = 0; dh < kh; ++dh) {
+          const int base = (h0 + dh) * W;
+          const T* row = xp + static_cast<std::size_t>(base);
+          for (int dw = dh == 0 ? 1 : 0; dw < kw; ++dw)
+            for (int pw = 0; pw < ow; ++pw) {
+              const T c = row[pw * kw + dw], m = v[pw];
+              const int take = -static_cast<int>(c > m);
+              v[pw] = c > m ? c : m;
+              a[pw] = (a[pw] & ~take) | ((base + pw * kw + dw) & take);
+            }
+        }
+      }
+      if (mask)
+        for (std::size_t o = 0; o < out_plane; ++o)
+          mask[static_cast<std::size_t>(pl) * out_plane + o] = static_cast<T>(ap[o]);
     }
   }
 
