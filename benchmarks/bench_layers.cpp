@@ -18,6 +18,8 @@
 #include <poseidon/layers/pooling.hpp>
 #include <poseidon/math/blas.hpp>
 
+#include "layer_specs.hpp"
+
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
@@ -41,14 +43,6 @@ const char* pass_name(Pass p) {
   return p == Pass::forward ? "fwd" : p == Pass::backward ? "bwd" : "fwd+bwd";
 }
 
-int env_int(const char* name, int fallback) {
-  const char* v = std::getenv(name);
-  return v && *v ? std::atoi(v) : fallback;
-}
-double env_double(const char* name, double fallback) {
-  const char* v = std::getenv(name);
-  return v && *v ? std::atof(v) : fallback;
-}
 // POSEIDON_BENCH_CONV_PARALLEL=gemm|samples forces Convolution's threading scheme (default: its own
 // choice) and POSEIDON_BENCH_CONV_BATCH its samples per GEMM, to compare them on one machine.
 pd::ConvolutionLayer<pd::CPU, float>::Parallel conv_parallel() {
@@ -73,21 +67,15 @@ std::vector<int> thread_counts() {
   return out.empty() ? std::vector<int>{1} : out;
 }
 
-// A cheap deterministic fill in [-0.5, 0.5): the values do not matter for timing, but they must not
-// be denormal and should not all be equal (MAX pooling would take one branch only).
+// The shared deterministic pattern (layer_specs.hpp), written straight into a host tensor.
 void fill_pattern(Tensor& t, std::uint32_t salt) {
-  float* p = t.data();
-  for (std::size_t i = 0; i < t.count(); ++i)
-    p[i] = static_cast<float>((static_cast<std::uint32_t>(i) * 2654435761u + salt) % 1000u) / 1000.0f - 0.5f;
+  const auto v = pd::bench::pattern(t.count(), salt);
+  std::copy(v.begin(), v.end(), t.data());
 }
 
 /// One layer on its tensors, set up once and reused by every pass and thread count.
-struct Workload {
-  std::string layer, net, shape;
-  double forward_flops = 0, backward_flops = 0;
-  bool gemm_bound = false;  // conv / ip: compared against the sgemm peak
-  std::function<void(pd::LayerParameter&)> configure;
-  pd::Shape input;
+struct Workload : pd::bench::LayerSpec {
+  explicit Workload(pd::bench::LayerSpec spec) : LayerSpec(std::move(spec)) {}
   LayerPtr instance;
   Tensor bottom, top;
   Ctx* ctx = nullptr;
@@ -102,7 +90,7 @@ struct Workload {
     instance = pd::make_layer<pd::CPU, float>(p);
     if (auto* conv = dynamic_cast<pd::ConvolutionLayer<pd::CPU, float>*>(instance.get())) {
       conv->set_parallel(conv_parallel());
-      conv->set_batch_samples(env_int("POSEIDON_BENCH_CONV_BATCH", 0));
+      conv->set_batch_samples(pd::bench::env_int("POSEIDON_BENCH_CONV_BATCH", 0));
     }
     bottom.reshape(input);
     fill_pattern(bottom, 7);
@@ -129,134 +117,32 @@ std::vector<std::unique_ptr<Workload>>& workloads() {
   return w;
 }
 
-std::string dims(std::initializer_list<int> d) {
-  std::string s;
-  for (int x : d) {
-    if (!s.empty()) s += 'x';
-    s += std::to_string(x);
-  }
-  return s;
-}
-
-void add_conv(const std::string& net, const std::string& name, int n, int c, int h, int w, int cout, int k, int stride,
-              int pad, int group) {
-  auto wl = std::make_unique<Workload>();
-  wl->layer = name;
-  wl->net = net;
-  wl->input = pd::Shape{n, c, h, w};
-  const int oh = (h + 2 * pad - k) / stride + 1, ow = (w + 2 * pad - k) / stride + 1;
-  wl->shape = dims({n, c, h, w}) + " -> " + std::to_string(cout) + "x" + std::to_string(c / group) + "x" +
-              std::to_string(k) + "x" + std::to_string(k) + (stride > 1 ? " s" + std::to_string(stride) : "") +
-              (pad ? " p" + std::to_string(pad) : "") + (group > 1 ? " g" + std::to_string(group) : "") + " -> " +
-              std::to_string(oh) + "x" + std::to_string(ow);
-  wl->forward_flops = 2.0 * n * cout * (c / group) * k * k * oh * ow;
-  wl->backward_flops = 2 * wl->forward_flops;  // weight and input gradients
-  wl->gemm_bound = true;
-  wl->configure = [=](pd::LayerParameter& p) {
-    p.type = "Convolution";
-    pd::Message m;
-    m.set("num_output", cout).set("kernel_size", k).set("stride", stride).set("pad", pad).set("group", group);
-    p.with("convolution_param", m);
-  };
-  workloads().push_back(std::move(wl));
-}
-
-void add_ip(const std::string& net, const std::string& name, int n, int k, int out) {
-  auto wl = std::make_unique<Workload>();
-  wl->layer = name;
-  wl->net = net;
-  wl->input = pd::Shape{n, k};
-  wl->shape = dims({n, k}) + " -> " + std::to_string(out);
-  wl->forward_flops = 2.0 * n * k * out;
-  wl->backward_flops = 2 * wl->forward_flops;
-  wl->gemm_bound = true;
-  wl->configure = [=](pd::LayerParameter& p) {
-    p.type = "InnerProduct";
-    pd::Message m;
-    m.set("num_output", out);
-    p.with("inner_product_param", m);
-  };
-  workloads().push_back(std::move(wl));
-}
-
-// Nominal operation counts: one compare or add per window element forward; backward one add per
-// output (MAX) or per window element (AVE).
-void add_pool(const std::string& net, const std::string& name, int n, int c, int h, int w, int k, int stride,
-              const std::string& method = "MAX") {
-  auto wl = std::make_unique<Workload>();
-  wl->layer = name;
-  wl->net = net;
-  wl->input = pd::Shape{n, c, h, w};
-  const int oh = (h - k + stride - 1) / stride + 1, ow = (w - k + stride - 1) / stride + 1;
-  wl->shape = dims({n, c, h, w}) + " " + method + " " + std::to_string(k) + "x" + std::to_string(k) + " s" +
-              std::to_string(stride) + " -> " + std::to_string(oh) + "x" + std::to_string(ow);
-  wl->forward_flops = double(n) * c * oh * ow * k * k;
-  wl->backward_flops = method == "MAX" ? double(n) * c * oh * ow : wl->forward_flops;
-  wl->configure = [=](pd::LayerParameter& p) {
-    p.type = "Pooling";
-    pd::Message m;
-    m.set_enum("pool", method).set("kernel_size", k).set("stride", stride);
-    p.with("pooling_param", m);
-  };
-  workloads().push_back(std::move(wl));
-}
-
-// Nominal: per element, a square and `size` adds for the region sum, and ~4 for the scale and
-// power forward; backward twice that.
-void add_lrn(const std::string& net, const std::string& name, int n, int c, int h, int w, int size) {
-  auto wl = std::make_unique<Workload>();
-  wl->layer = name;
-  wl->net = net;
-  wl->input = pd::Shape{n, c, h, w};
-  wl->shape = dims({n, c, h, w}) + " ACROSS size " + std::to_string(size);
-  wl->forward_flops = double(n) * c * h * w * (size + 5);
-  wl->backward_flops = 2 * wl->forward_flops;
-  wl->configure = [=](pd::LayerParameter& p) {
-    p.type = "LRN";
-    pd::Message m;
-    m.set("local_size", size).set("alpha", 1e-4).set("beta", 0.75);
-    p.with("lrn_param", m);
-  };
-  workloads().push_back(std::move(wl));
-}
+void add(pd::bench::LayerSpec spec) { workloads().push_back(std::make_unique<Workload>(std::move(spec))); }
 
 void define_workloads() {
-  const int b = env_int("POSEIDON_BENCH_ALEXNET_BATCH", 32);
-  // BVLC AlexNet (Caffe's bvlc_alexnet/train_val.prototxt).
-  add_conv("alexnet", "conv1", b, 3, 227, 227, 96, 11, 4, 0, 1);
-  add_lrn("alexnet", "norm1", b, 96, 55, 55, 5);
-  add_pool("alexnet", "pool1", b, 96, 55, 55, 3, 2);
-  add_conv("alexnet", "conv2", b, 96, 27, 27, 256, 5, 1, 2, 2);
-  add_lrn("alexnet", "norm2", b, 256, 27, 27, 5);
-  add_pool("alexnet", "pool2", b, 256, 27, 27, 3, 2);
-  add_conv("alexnet", "conv3", b, 256, 13, 13, 384, 3, 1, 1, 1);
-  add_conv("alexnet", "conv4", b, 384, 13, 13, 384, 3, 1, 1, 2);
-  add_conv("alexnet", "conv5", b, 384, 13, 13, 256, 3, 1, 1, 2);
-  add_pool("alexnet", "pool5", b, 256, 13, 13, 3, 2);
-  add_ip("alexnet", "fc6", b, 9216, 4096);
-  add_ip("alexnet", "fc7", b, 4096, 4096);
-  add_ip("alexnet", "fc8", b, 4096, 1000);
-  if (const int fb = env_int("POSEIDON_BENCH_FC_BATCH", 256); fb > 0 && fb != b) {
+  const int b = pd::bench::env_int("POSEIDON_BENCH_ALEXNET_BATCH", 32);
+  for (auto& spec : pd::bench::alexnet_specs(b, false)) add(std::move(spec));
+  if (const int fb = pd::bench::env_int("POSEIDON_BENCH_FC_BATCH", 256); fb > 0 && fb != b) {
     const std::string suffix = "_b" + std::to_string(fb);
-    add_ip("alexnet", "fc6" + suffix, fb, 9216, 4096);
-    add_ip("alexnet", "fc7" + suffix, fb, 4096, 4096);
-    add_ip("alexnet", "fc8" + suffix, fb, 4096, 1000);
+    add(pd::bench::ip_spec("alexnet", "fc6" + suffix, fb, 9216, 4096));
+    add(pd::bench::ip_spec("alexnet", "fc7" + suffix, fb, 4096, 4096));
+    add(pd::bench::ip_spec("alexnet", "fc8" + suffix, fb, 4096, 1000));
   }
   // Caffe's CIFAR-10 quick (examples/cifar10/cifar10_quick_train_test.prototxt), batch 100: small
   // channel counts, where the GEMMs are narrow.
-  add_conv("cifar10_quick", "conv1", 100, 3, 32, 32, 32, 5, 1, 2, 1);
-  add_pool("cifar10_quick", "pool1", 100, 32, 32, 32, 3, 2, "MAX");
-  add_conv("cifar10_quick", "conv2", 100, 32, 16, 16, 32, 5, 1, 2, 1);
-  add_pool("cifar10_quick", "pool2", 100, 32, 16, 16, 3, 2, "AVE");
-  add_conv("cifar10_quick", "conv3", 100, 32, 8, 8, 64, 5, 1, 2, 1);
-  add_pool("cifar10_quick", "pool3", 100, 64, 8, 8, 3, 2, "AVE");
+  add(pd::bench::conv_spec("cifar10_quick", "conv1", 100, 3, 32, 32, 32, 5, 1, 2, 1));
+  add(pd::bench::pool_spec("cifar10_quick", "pool1", 100, 32, 32, 32, 3, 2, "MAX"));
+  add(pd::bench::conv_spec("cifar10_quick", "conv2", 100, 32, 16, 16, 32, 5, 1, 2, 1));
+  add(pd::bench::pool_spec("cifar10_quick", "pool2", 100, 32, 16, 16, 3, 2, "AVE"));
+  add(pd::bench::conv_spec("cifar10_quick", "conv3", 100, 32, 8, 8, 64, 5, 1, 2, 1));
+  add(pd::bench::pool_spec("cifar10_quick", "pool3", 100, 64, 8, 8, 3, 2, "AVE"));
   // Caffe's LeNet (examples/mnist/lenet_train_test.prototxt), batch 64.
-  add_conv("lenet", "conv1", 64, 1, 28, 28, 20, 5, 1, 0, 1);
-  add_pool("lenet", "pool1", 64, 20, 24, 24, 2, 2);
-  add_conv("lenet", "conv2", 64, 20, 12, 12, 50, 5, 1, 0, 1);
-  add_pool("lenet", "pool2", 64, 50, 8, 8, 2, 2);
-  add_ip("lenet", "ip1", 64, 800, 500);
-  add_ip("lenet", "ip2", 64, 500, 10);
+  add(pd::bench::conv_spec("lenet", "conv1", 64, 1, 28, 28, 20, 5, 1, 0, 1));
+  add(pd::bench::pool_spec("lenet", "pool1", 64, 20, 24, 24, 2, 2));
+  add(pd::bench::conv_spec("lenet", "conv2", 64, 20, 12, 12, 50, 5, 1, 0, 1));
+  add(pd::bench::pool_spec("lenet", "pool2", 64, 50, 8, 8, 2, 2));
+  add(pd::bench::ip_spec("lenet", "ip1", 64, 800, 500));
+  add(pd::bench::ip_spec("lenet", "ip2", 64, 500, 10));
 }
 
 void bm_sgemm_peak(benchmark::State& state, int threads) {
@@ -353,8 +239,8 @@ int main(int argc, char** argv) {
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   define_workloads();
-  const double min_time = env_double("POSEIDON_BENCH_MIN_TIME", 0.05);
-  const int repetitions = std::max(1, env_int("POSEIDON_BENCH_REPETITIONS", 2));
+  const double min_time = pd::bench::env_double("POSEIDON_BENCH_MIN_TIME", 0.05);
+  const int repetitions = std::max(1, pd::bench::env_int("POSEIDON_BENCH_REPETITIONS", 2));
   const auto threads = thread_counts();
   // The peak first, so that every later row can be put against it.
   for (int t : threads)

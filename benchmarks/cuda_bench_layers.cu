@@ -25,6 +25,8 @@
 
 #include <cuda_runtime.h>
 
+#include "layer_specs.hpp"
+
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
@@ -46,22 +48,13 @@ using LayerPtr = std::unique_ptr<pd::Layer<pd::CUDA, float>>;
 enum class Pass { forward, backward, forward_backward };
 const char* pass_name(Pass p) { return p == Pass::forward ? "fwd" : p == Pass::backward ? "bwd" : "fwd+bwd"; }
 
-int env_int(const char* name, int fallback) {
-  const char* v = std::getenv(name);
-  return v && *v ? std::atoi(v) : fallback;
-}
-double env_double(const char* name, double fallback) {
-  const char* v = std::getenv(name);
-  return v && *v ? std::atof(v) : fallback;
-}
-
 void check(cudaError_t e, const char* what) {
   if (e != cudaSuccess) throw pd::Error(std::string(what) + ": " + cudaGetErrorString(e));
 }
 
 /// The one context every benchmark shares (cuDNN/cuBLAS handles are expensive to make).
 Ctx& context() {
-  static Ctx ctx(env_int("POSEIDON_BENCH_DEVICE", 0));
+  static Ctx ctx(pd::bench::env_int("POSEIDON_BENCH_DEVICE", 0));
   return ctx;
 }
 
@@ -94,24 +87,9 @@ class EventTimer {
   cudaEvent_t start_ = nullptr, stop_ = nullptr;
 };
 
-// A cheap deterministic pattern in [-0.5, 0.5), made on the host and copied over: the values do
-// not matter for timing, but they must not be denormal nor all equal (MAX pooling, ReLU branches).
-std::vector<float> pattern(std::size_t n, std::uint32_t salt) {
-  std::vector<float> v(n);
-  for (std::size_t i = 0; i < n; ++i)
-    v[i] = static_cast<float>((static_cast<std::uint32_t>(i) * 2654435761u + salt) % 1000u) / 1000.0f - 0.5f;
-  return v;
-}
-
 /// One layer on its device tensors, set up once and reused by every pass.
-struct Workload {
-  std::string layer, shape;
-  double forward_flops = 0, backward_flops = 0;  // 0: not a compute measure for this layer
-  double forward_bytes = 0, backward_bytes = 0;  // for memory-bound layers: reported as GB/s
-  bool gemm_bound = false;                       // conv / ip: compared against the sgemm peak
-  std::function<void(pd::LayerParameter&)> configure;
-  pd::Shape input;
-  int labels = 0;  // > 0: a second bottom of integer labels in [0, labels) (loss layers)
+struct Workload : pd::bench::LayerSpec {
+  explicit Workload(pd::bench::LayerSpec spec) : LayerSpec(std::move(spec)) {}
   LayerPtr instance;
   Tensor bottom, label, top;
 
@@ -135,7 +113,7 @@ struct Workload {
   }
   void set_up(Ctx& ctx) {
     bottom.reshape(input);
-    bottom.copy_data_from_host(pattern(bottom.count(), 7));
+    bottom.copy_data_from_host(pd::bench::pattern(bottom.count(), 7));
     if (labels) {
       label.reshape({input[0]});
       std::vector<float> l(label.count());
@@ -143,9 +121,9 @@ struct Workload {
       label.copy_data_from_host(l);
     }
     instance->setup(ctx, bottoms(), {&top});
-    for (auto& b : instance->blobs()) b->copy_data_from_host(pattern(b->count(), 13));
+    for (auto& b : instance->blobs()) b->copy_data_from_host(pd::bench::pattern(b->count(), 13));
     // A loss layer's top diff is its loss weight (set by setup); others get a pattern.
-    if (!labels) top.copy_diff_from_host(pattern(top.count(), 17));
+    if (!labels) top.copy_diff_from_host(pd::bench::pattern(top.count(), 17));
     // Warm-up: cuDNN algorithm choice and workspace allocation happen on the first passes.
     for (int i = 0; i < 2; ++i) run(ctx, Pass::forward_backward);
     check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
@@ -167,131 +145,10 @@ std::vector<std::unique_ptr<Workload>>& workloads() {
   return w;
 }
 
-std::string dims(std::initializer_list<int> d) {
-  std::string s;
-  for (int x : d) {
-    if (!s.empty()) s += 'x';
-    s += std::to_string(x);
-  }
-  return s;
-}
-
-void add_conv(const std::string& name, int n, int c, int h, int w, int cout, int k, int stride, int pad, int group) {
-  auto wl = std::make_unique<Workload>();
-  wl->layer = name;
-  wl->input = pd::Shape{n, c, h, w};
-  const int oh = (h + 2 * pad - k) / stride + 1, ow = (w + 2 * pad - k) / stride + 1;
-  wl->shape = dims({n, c, h, w}) + " -> " + std::to_string(cout) + "x" + std::to_string(c / group) + "x" +
-              std::to_string(k) + "x" + std::to_string(k) + (stride > 1 ? " s" + std::to_string(stride) : "") +
-              (pad ? " p" + std::to_string(pad) : "") + (group > 1 ? " g" + std::to_string(group) : "") + " -> " +
-              std::to_string(oh) + "x" + std::to_string(ow);
-  wl->forward_flops = 2.0 * n * cout * (c / group) * k * k * oh * ow;
-  wl->backward_flops = 2 * wl->forward_flops;  // weight and input gradients
-  wl->gemm_bound = true;
-  wl->configure = [=](pd::LayerParameter& p) {
-    p.type = "Convolution";
-    p.with("convolution_param",
-           pd::Message().set("num_output", cout).set("kernel_size", k).set("stride", stride).set("pad", pad).set("group", group));
-  };
-  workloads().push_back(std::move(wl));
-}
-
-void add_ip(const std::string& name, int n, int k, int out) {
-  auto wl = std::make_unique<Workload>();
-  wl->layer = name;
-  wl->input = pd::Shape{n, k};
-  wl->shape = dims({n, k}) + " -> " + std::to_string(out);
-  wl->forward_flops = 2.0 * n * k * out;
-  wl->backward_flops = 2 * wl->forward_flops;
-  wl->gemm_bound = true;
-  wl->configure = [=](pd::LayerParameter& p) {
-    p.type = "InnerProduct";
-    p.with("inner_product_param", pd::Message().set("num_output", out));
-  };
-  workloads().push_back(std::move(wl));
-}
-
-// Nominal operation counts, as bench_layers.cpp: a compare per window element forward, an add per
-// output backward.
-void add_pool(const std::string& name, int n, int c, int h, int w, int k, int stride) {
-  auto wl = std::make_unique<Workload>();
-  wl->layer = name;
-  wl->input = pd::Shape{n, c, h, w};
-  const int oh = (h - k + stride - 1) / stride + 1, ow = (w - k + stride - 1) / stride + 1;
-  wl->shape = dims({n, c, h, w}) + " MAX " + std::to_string(k) + "x" + std::to_string(k) + " s" +
-              std::to_string(stride) + " -> " + std::to_string(oh) + "x" + std::to_string(ow);
-  wl->forward_flops = double(n) * c * oh * ow * k * k;
-  wl->backward_flops = double(n) * c * oh * ow;
-  wl->configure = [=](pd::LayerParameter& p) {
-    p.type = "Pooling";
-    p.with("pooling_param", pd::Message().set_enum("pool", "MAX").set("kernel_size", k).set("stride", stride));
-  };
-  workloads().push_back(std::move(wl));
-}
-
-// Nominal: per element, `size` adds for the region sum and ~5 for the scale and power forward;
-// backward twice that.
-void add_lrn(const std::string& name, int n, int c, int h, int w, int size) {
-  auto wl = std::make_unique<Workload>();
-  wl->layer = name;
-  wl->input = pd::Shape{n, c, h, w};
-  wl->shape = dims({n, c, h, w}) + " ACROSS size " + std::to_string(size);
-  wl->forward_flops = double(n) * c * h * w * (size + 5);
-  wl->backward_flops = 2 * wl->forward_flops;
-  wl->configure = [=](pd::LayerParameter& p) {
-    p.type = "LRN";
-    p.with("lrn_param", pd::Message().set("local_size", size).set("alpha", 1e-4).set("beta", 0.75));
-  };
-  workloads().push_back(std::move(wl));
-}
-
-// Elementwise layers move memory: forward reads x and writes y, backward reads two arrays and
-// writes one (4 bytes each).
-void add_elementwise(const std::string& name, const std::string& type, pd::Shape input) {
-  auto wl = std::make_unique<Workload>();
-  wl->layer = name;
-  wl->input = input;
-  wl->shape = input.str() + " " + type;
-  const double n = static_cast<double>(input.count());
-  wl->forward_bytes = 8 * n;
-  wl->backward_bytes = 12 * n;
-  wl->configure = [=](pd::LayerParameter& p) {
-    p.type = type;
-    if (type == "Dropout") p.with("dropout_param", pd::Message().set("dropout_ratio", 0.5));
-  };
-  workloads().push_back(std::move(wl));
-}
-
-void add_softmax_loss(const std::string& name, int n, int classes) {
-  auto wl = std::make_unique<Workload>();
-  wl->layer = name;
-  wl->input = pd::Shape{n, classes};
-  wl->labels = classes;
-  wl->shape = dims({n, classes}) + " SoftmaxWithLoss";
-  wl->configure = [](pd::LayerParameter& p) { p.type = "SoftmaxWithLoss"; };
-  workloads().push_back(std::move(wl));
-}
-
 void define_workloads() {
-  const int b = env_int("POSEIDON_BENCH_ALEXNET_BATCH", 128);
-  // BVLC AlexNet (Caffe's bvlc_alexnet/train_val.prototxt), every layer kind at its largest shape.
-  add_conv("conv1", b, 3, 227, 227, 96, 11, 4, 0, 1);
-  add_elementwise("relu1", "ReLU", pd::Shape{b, 96, 55, 55});
-  add_lrn("norm1", b, 96, 55, 55, 5);
-  add_pool("pool1", b, 96, 55, 55, 3, 2);
-  add_conv("conv2", b, 96, 27, 27, 256, 5, 1, 2, 2);
-  add_lrn("norm2", b, 256, 27, 27, 5);
-  add_pool("pool2", b, 256, 27, 27, 3, 2);
-  add_conv("conv3", b, 256, 13, 13, 384, 3, 1, 1, 1);
-  add_conv("conv4", b, 384, 13, 13, 384, 3, 1, 1, 2);
-  add_conv("conv5", b, 384, 13, 13, 256, 3, 1, 1, 2);
-  add_pool("pool5", b, 256, 13, 13, 3, 2);
-  add_ip("fc6", b, 9216, 4096);
-  add_elementwise("relu6", "ReLU", pd::Shape{b, 4096});
-  add_elementwise("drop6", "Dropout", pd::Shape{b, 4096});
-  add_ip("fc7", b, 4096, 4096);
-  add_ip("fc8", b, 4096, 1000);
-  add_softmax_loss("loss", b, 1000);
+  // BVLC AlexNet, every layer kind at its largest shape.
+  for (auto& spec : pd::bench::alexnet_specs(pd::bench::env_int("POSEIDON_BENCH_ALEXNET_BATCH", 128), true))
+    workloads().push_back(std::make_unique<Workload>(std::move(spec)));
 }
 
 void bm_sgemm_peak(benchmark::State& state) {
@@ -299,8 +156,8 @@ void bm_sgemm_peak(benchmark::State& state) {
   const int n = static_cast<int>(state.range(0));
   try {
     Tensor a{n, n}, bm{n, n}, c{n, n};
-    a.copy_data_from_host(pattern(a.count(), 1));
-    bm.copy_data_from_host(pattern(bm.count(), 2));
+    a.copy_data_from_host(pd::bench::pattern(a.count(), 1));
+    bm.copy_data_from_host(pd::bench::pattern(bm.count(), 2));
     auto gemm = [&] {
       pd::math::gemm(ctx, pd::math::Trans::no, pd::math::Trans::no, n, n, n, 1.0f, a.data(), bm.data(), 0.0f, c.data());
     };
@@ -416,17 +273,17 @@ int main(int argc, char** argv) {
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   try {
     cudaDeviceProp prop{};
-    check(cudaGetDeviceProperties(&prop, env_int("POSEIDON_BENCH_DEVICE", 0)), "cudaGetDeviceProperties");
+    check(cudaGetDeviceProperties(&prop, pd::bench::env_int("POSEIDON_BENCH_DEVICE", 0)), "cudaGetDeviceProperties");
     std::fprintf(stderr, "GPU: %s (%d SMs), batch %d\n", prop.name, prop.multiProcessorCount,
-                env_int("POSEIDON_BENCH_ALEXNET_BATCH", 128));
+                pd::bench::env_int("POSEIDON_BENCH_ALEXNET_BATCH", 128));
     (void)context();
   } catch (const std::exception& e) {
     std::fprintf(stderr, "poseidon_cuda_bench_layers: %s\n", e.what());
     return 1;
   }
   define_workloads();
-  const double min_time = env_double("POSEIDON_BENCH_MIN_TIME", 0.2);
-  const int repetitions = std::max(1, env_int("POSEIDON_BENCH_REPETITIONS", 3));
+  const double min_time = pd::bench::env_double("POSEIDON_BENCH_MIN_TIME", 0.2);
+  const int repetitions = std::max(1, pd::bench::env_int("POSEIDON_BENCH_REPETITIONS", 3));
   benchmark::RegisterBenchmark("BM_sgemm_peak", bm_sgemm_peak)
       ->Arg(4096)
       ->Arg(8192)
