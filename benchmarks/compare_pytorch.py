@@ -27,38 +27,10 @@ try:
 except ImportError:
     sys.exit("compare_pytorch.py needs PyTorch: apt-get install python3-torch (then run with /usr/bin/python3)")
 
-
-def lenet():
-    return nn.Sequential(
-        nn.Conv2d(1, 20, 5), nn.MaxPool2d(2, 2, ceil_mode=True),
-        nn.Conv2d(20, 50, 5), nn.MaxPool2d(2, 2, ceil_mode=True),
-        nn.Flatten(), nn.Linear(800, 500), nn.ReLU(inplace=True), nn.Linear(500, 10))
+from torch_nets import make_nets
 
 
-def cifar10_quick():
-    return nn.Sequential(
-        nn.Conv2d(3, 32, 5, padding=2), nn.MaxPool2d(3, 2, ceil_mode=True), nn.ReLU(inplace=True),
-        nn.Conv2d(32, 32, 5, padding=2), nn.ReLU(inplace=True), nn.AvgPool2d(3, 2, ceil_mode=True),
-        nn.Conv2d(32, 64, 5, padding=2), nn.ReLU(inplace=True), nn.AvgPool2d(3, 2, ceil_mode=True),
-        nn.Flatten(), nn.Linear(64 * 4 * 4, 64), nn.Linear(64, 10))
-
-
-def alexnet():
-    return nn.Sequential(
-        nn.Conv2d(3, 96, 11, stride=4), nn.ReLU(inplace=True), nn.LocalResponseNorm(5, 1e-4, 0.75, 1.0),
-        nn.MaxPool2d(3, 2, ceil_mode=True),
-        nn.Conv2d(96, 256, 5, padding=2, groups=2), nn.ReLU(inplace=True), nn.LocalResponseNorm(5, 1e-4, 0.75, 1.0),
-        nn.MaxPool2d(3, 2, ceil_mode=True),
-        nn.Conv2d(256, 384, 3, padding=1), nn.ReLU(inplace=True),
-        nn.Conv2d(384, 384, 3, padding=1, groups=2), nn.ReLU(inplace=True),
-        nn.Conv2d(384, 256, 3, padding=1, groups=2), nn.ReLU(inplace=True),
-        nn.MaxPool2d(3, 2, ceil_mode=True),
-        nn.Flatten(), nn.Linear(9216, 4096), nn.ReLU(inplace=True), nn.Dropout(0.5),
-        nn.Linear(4096, 4096), nn.ReLU(inplace=True), nn.Dropout(0.5), nn.Linear(4096, 1000))
-
-
-NETS = {"lenet": (lenet, (1, 28, 28), 10), "cifar10_quick": (cifar10_quick, (3, 32, 32), 10),
-        "alexnet": (alexnet, (3, 227, 227), 1000)}
+NETS = make_nets(nn)
 CONFIGS = [("lenet", 64, 1), ("lenet", 64, 2), ("cifar10_quick", 100, 1), ("cifar10_quick", 100, 2),
            ("alexnet", 8, 2), ("alexnet", 32, 2), ("alexnet", 8, 1), ("alexnet", 32, 1)]
 
