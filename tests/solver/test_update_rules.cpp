@@ -4,8 +4,10 @@
 
 #include <cmath>
 #include <functional>
+#include <random>
 #include <sstream>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 using namespace poseidon;
@@ -234,4 +236,77 @@ TEST_CASE("iter_size 2 with batch B equals iter_size 1 with batch 2B") {
   REQUIRE(a.size() == b.size());
   for (std::size_t p = 0; p < a.size(); ++p)
     for (std::size_t i = 0; i < a[p].size(); ++i) CHECK(a[p][i] == doctest::Approx(b[p][i]).epsilon(1e-5).scale(1.0));
+}
+
+TEST_CASE_TEMPLATE("The fused update pass matches Caffe's step-by-step path for every rule", T, float, double) {
+  // apply_update takes the fused pass (update_rules.hpp); normalize, regularize,
+  // compute_update_value and update_param are Caffe's steps. Both are driven with the same
+  // gradients for three steps, with a bias whose lr_mult is 2 and decay_mult 0.
+  const char* net = R"(
+name: "two_params"
+layer { name: "in" type: "Input" top: "x" top: "t" input_param { shape { dim: 2 dim: 24 } shape { dim: 2 dim: 16 } } }
+layer { name: "ip" type: "InnerProduct" bottom: "x" top: "y"
+        param { lr_mult: 1 decay_mult: 1 } param { lr_mult: 2 decay_mult: 0 }
+        inner_product_param { num_output: 16 weight_filler { type: "gaussian" std: 0.5 } bias_filler { type: "uniform" min: -1 max: 1 } } }
+layer { name: "loss" type: "EuclideanLoss" bottom: "y" bottom: "t" top: "loss" }
+)";
+  const char* rules[] = {
+      "type: \"SGD\" base_lr: 0.1 momentum: 0.9",
+      "type: \"Nesterov\" base_lr: 0.1 momentum: 0.9",
+      "type: \"AdaGrad\" base_lr: 0.1 delta: 1e-3",
+      "type: \"RMSProp\" base_lr: 0.01 rms_decay: 0.9 delta: 1e-4",
+      "type: \"AdaDelta\" base_lr: 1 momentum: 0.95 delta: 1e-6",
+      "type: \"Adam\" base_lr: 0.01 momentum: 0.9 momentum2: 0.999 delta: 1e-8",
+  };
+  const char* extras[] = {"", " weight_decay: 0.01", " weight_decay: 0.01 regularization_type: \"L1\"",
+                          " weight_decay: 0.005 iter_size: 2"};
+  for (const char* rule : rules)
+    for (const char* extra : extras) {
+      const std::string text = std::string(rule) + " random_seed: 5" + extra;
+      CAPTURE(text);
+      std::ostringstream log;
+      auto fused = make_solver<CPU, T>(config(text, net), SolverOptions().log_to(log));
+      auto steps = make_solver<CPU, T>(config(text, net), SolverOptions().log_to(log));
+      std::mt19937 gen(11);
+      std::uniform_real_distribution<double> dist(-1, 1);
+      for (int t = 0; t < 3; ++t) {
+        for (std::size_t i = 0; i < fused->net().learnable_params().size(); ++i) {
+          auto& a = *fused->net().learnable_params()[i].tensor;
+          auto& b = *steps->net().learnable_params()[i].tensor;
+          REQUIRE(a.data_to_host() == b.data_to_host());  // same seed, same start; then same as far as rounding allows
+          std::vector<T> g(a.count());
+          for (auto& v : g) v = static_cast<T>(dist(gen));
+          a.copy_diff_from_host(g);
+          b.copy_diff_from_host(g);
+        }
+        fused->apply_update();
+        const auto rate = static_cast<T>(steps->learning_rate());
+        for (int i = 0; i < steps->num_params(); ++i) {
+          steps->normalize(i);
+          steps->regularize(i);
+          steps->compute_update_value(i, rate);
+          steps->update_param(i);
+        }
+        for (std::size_t i = 0; i < fused->net().learnable_params().size(); ++i) {
+          const auto a = fused->net().learnable_params()[i].tensor->data_to_host();
+          const auto b = steps->net().learnable_params()[i].tensor->data_to_host();
+          const auto da = fused->net().learnable_params()[i].tensor->diff_to_host();
+          const auto db = steps->net().learnable_params()[i].tensor->diff_to_host();
+          const double tol = std::is_same_v<T, float> ? 1e-6 : 1e-14;
+          for (std::size_t j = 0; j < a.size(); ++j) {
+            CAPTURE(t);
+            CAPTURE(i);
+            CAPTURE(j);
+            REQUIRE(double(a[j]) == doctest::Approx(double(b[j])).epsilon(tol).scale(1.0));
+            REQUIRE(double(da[j]) == doctest::Approx(double(db[j])).epsilon(tol).scale(1.0));
+          }
+          // Copy the step-by-step weights over so that rounding differences do not grow.
+          fused->net().learnable_params()[i].tensor->copy_data_from_host(b);
+        }
+        for (std::size_t k = 0; k < fused->history().size(); ++k)
+          fused->history()[k].copy_data_from_host(steps->history()[k].data_to_host());
+        fused->set_iter(fused->iter() + 1);
+        steps->set_iter(steps->iter() + 1);
+      }
+    }
 }

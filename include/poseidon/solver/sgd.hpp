@@ -1,10 +1,12 @@
 // Caffe's update rules (SGD, Nesterov, AdaGrad, RMSProp, AdaDelta, Adam) with its exact formulas
-// and operation order, written with math:: calls so they run on any device; make_solver picks one.
+// and operation order: step by step with math:: calls (compute_update_value, Caffe's structure) and
+// fused into one pass per parameter on every device (fused_update, the path apply_update takes).
 #pragma once
 
 #include <poseidon/core/config.hpp>
 #include <poseidon/math/blas.hpp>
 #include <poseidon/solver/solver.hpp>
+#include <poseidon/solver/update_rules.hpp>
 
 #include <cmath>
 #include <memory>
@@ -32,38 +34,8 @@ class SGDSolver : public Solver<D, T> {
     math::copy(*this->ctx_, p.count(), h.data(), p.diff());
   }
 
-  // On the CPU, with L2 or no weight decay: the four steps in one loop. They are memory-bound, and
-  // one pass reads the weights, gradient and history once instead of 11 streams over memory
-  // (AlexNet's 61M parameters: the update took 12% of a 1-thread B8 step).
   bool fused_update(int i, T rate) override {
-    if constexpr (!std::is_same_v<D, CPU>) {
-      return false;
-    } else {
-      const auto& cfg = this->config();
-      const auto& lp = this->net().learnable_params()[static_cast<std::size_t>(i)];
-      const T decay = static_cast<T>(cfg.weight_decay) * static_cast<T>(lp.decay_mult);
-      if (decay != T(0) && cfg.regularization_type != "L2") return false;
-      auto& p = this->param(i);
-      auto& hist = this->history(0, i);
-      const T local_rate = rate * this->lr_mult(i);
-      const T momentum = static_cast<T>(cfg.momentum);
-      const bool norm = cfg.iter_size != 1;
-      const T inv = T(1) / static_cast<T>(cfg.iter_size);
-      const std::size_t n = p.count();
-      T* w = p.data();
-      T* g = p.diff();
-      T* h = hist.data();
-#pragma omp parallel for schedule(static) if (n > math::detail::omp_min_elements)
-      for (std::size_t j = 0; j < n; ++j) {
-        T gj = norm ? g[j] * inv : g[j];
-        gj = decay != T(0) ? gj + decay * w[j] : gj;  // no decay: as regularize, which then does nothing
-        const T hj = local_rate * gj + momentum * h[j];
-        h[j] = hj;
-        g[j] = hj;
-        w[j] -= hj;
-      }
-      return true;
-    }
+    return this->fused_apply(i, detail::SgdRule<T>{rate * this->lr_mult(i), static_cast<T>(this->config().momentum)});
   }
 };
 
@@ -88,6 +60,10 @@ class NesterovSolver : public Solver<D, T> {
     math::axpby(ctx, n, local_rate, p.diff(), m, h.data());
     math::axpby(ctx, n, T(1) + m, h.data(), -m, u.data());
     math::copy(ctx, n, u.data(), p.diff());
+  }
+
+  bool fused_update(int i, T rate) override {
+    return this->fused_apply(i, detail::NesterovRule<T>{rate * this->lr_mult(i), static_cast<T>(this->config().momentum)});
   }
 };
 
@@ -114,6 +90,10 @@ class AdaGradSolver : public Solver<D, T> {
     math::div(ctx, n, p.diff(), u.data(), u.data());
     math::scale(ctx, n, local_rate, u.data(), p.diff());
   }
+
+  bool fused_update(int i, T rate) override {
+    return this->fused_apply(i, detail::AdaGradRule<T>{rate * this->lr_mult(i), static_cast<T>(this->config().delta)});
+  }
 };
 
 /// history = (1 - rms_decay) g^2 + rms_decay history; step = lr * g / (sqrt(history) + delta).
@@ -139,6 +119,11 @@ class RMSPropSolver : public Solver<D, T> {
     math::add_scalar(ctx, n, static_cast<T>(this->config().delta), u.data());
     math::div(ctx, n, p.diff(), u.data(), u.data());
     math::scale(ctx, n, local_rate, u.data(), p.diff());
+  }
+
+  bool fused_update(int i, T rate) override {
+    return this->fused_apply(i, detail::RMSPropRule<T>{rate * this->lr_mult(i), static_cast<T>(this->config().rms_decay),
+                                                       static_cast<T>(this->config().delta)});
   }
 };
 
@@ -179,6 +164,12 @@ class AdaDeltaSolver : public Solver<D, T> {
     math::axpby(ctx, n, T(1) - m, u.data(), m, hu.data());
     math::scal(ctx, n, local_rate, p.diff());
   }
+
+  bool fused_update(int i, T rate) override {
+    return this->fused_apply(i, detail::AdaDeltaRule<T>{rate * this->lr_mult(i), static_cast<T>(this->config().momentum),
+                                                        static_cast<T>(this->config().delta)},
+                             true);
+  }
 };
 
 /// Adam (Kingma & Ba) as Caffe has it: beta1 = momentum, beta2 = momentum2, eps = delta, with the
@@ -205,9 +196,7 @@ class AdamSolver : public Solver<D, T> {
     const T local_rate = rate * this->lr_mult(i);
     const T beta1 = static_cast<T>(this->config().momentum);
     const T beta2 = static_cast<T>(this->config().momentum2);
-    const int step = this->iter() + 1;
-    const T correction = static_cast<T>(std::sqrt(1.0 - std::pow(static_cast<double>(beta2), step)) /
-                                        (1.0 - std::pow(static_cast<double>(beta1), step)));
+    const T correction = adam_correction();
     math::axpby(ctx, n, T(1) - beta1, p.diff(), beta1, m.data());
     math::mul(ctx, n, p.diff(), p.diff(), t.data());
     math::axpby(ctx, n, T(1) - beta2, t.data(), beta2, v.data());
@@ -215,6 +204,22 @@ class AdamSolver : public Solver<D, T> {
     math::add_scalar(ctx, n, static_cast<T>(this->config().delta), t.data());
     math::div(ctx, n, m.data(), t.data(), t.data());
     math::scale(ctx, n, local_rate * correction, t.data(), p.diff());
+  }
+
+  bool fused_update(int i, T rate) override {
+    return this->fused_apply(i, detail::AdamRule<T>{rate * this->lr_mult(i) * adam_correction(),
+                                                    static_cast<T>(this->config().momentum),
+                                                    static_cast<T>(this->config().momentum2),
+                                                    static_cast<T>(this->config().delta)},
+                             true);
+  }
+
+ private:
+  // sqrt(1 - beta2^t) / (1 - beta1^t) for this step t = iter + 1, folded into the rate.
+  [[nodiscard]] T adam_correction() const {
+    const int step = this->iter() + 1;
+    return static_cast<T>(std::sqrt(1.0 - std::pow(static_cast<double>(this->config().momentum2), step)) /
+                          (1.0 - std::pow(static_cast<double>(this->config().momentum), step)));
   }
 };
 

@@ -14,6 +14,7 @@
 #include <poseidon/solver/lr_policy.hpp>
 #include <poseidon/solver/solver_config.hpp>
 #include <poseidon/solver/solver_state.hpp>
+#include <poseidon/solver/update_rules.hpp>
 
 #include <unistd.h>
 
@@ -369,6 +370,23 @@ class Solver {
   [[nodiscard]] const std::filesystem::path& metrics_path() const { return metrics_path_; }
 
  protected:
+  /// For fused_update overrides: one pass of `rule` (update_rules.hpp) over parameter i on the
+  /// context's device, with Caffe's normalize and regularize before it and update_param after.
+  /// second_history: the rule also keeps history set 1 (AdaDelta, Adam).
+  template <class Rule>
+  bool fused_apply(int param_id, const Rule& rule, bool second_history = false) {
+    const auto& lp = net_->learnable_params()[static_cast<std::size_t>(param_id)];
+    detail::UpdatePrologue<T> pre;
+    pre.normalize = cfg_.iter_size != 1;
+    pre.inv_iter_size = T(1) / static_cast<T>(cfg_.iter_size);
+    pre.decay = static_cast<T>(cfg_.weight_decay) * static_cast<T>(lp.decay_mult);
+    pre.l1 = cfg_.regularization_type != "L2";  // validate() admits L1 and L2 only
+    auto& p = param(param_id);
+    const detail::FusedUpdateOp<T, Rule> op{p.data(), p.diff(), history(0, param_id).data(),
+                                            second_history ? history(1, param_id).data() : nullptr, pre, rule};
+    detail::FusedUpdate<D, T>::run(*ctx_, p.count(), op);
+    return true;
+  }
   tensor_type& param(int i) { return *net_->learnable_params()[static_cast<std::size_t>(i)].tensor; }
   [[nodiscard]] T lr_mult(int i) const {
     return static_cast<T>(net_->learnable_params()[static_cast<std::size_t>(i)].lr_mult);
