@@ -39,6 +39,9 @@ class DeviceContext<CPU> {
   Rng& rng() { return rng_; }
   /// CPU work is synchronous; present so device-generic code can call it.
   void synchronize() const {}
+  /// Device-generic code brackets a layer pass with this (see DeviceContext<CUDA>); nothing to do here.
+  struct KernelScope {};
+  [[nodiscard]] KernelScope kernel_scope() const { return {}; }
 
   /// A per-thread default for code that does not manage contexts itself.
   static DeviceContext& thread_default() {

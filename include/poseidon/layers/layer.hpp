@@ -60,6 +60,7 @@ class Layer {
   virtual void reshape(const Vec& bottom, const Vec& top) = 0;
 
   T forward(Context& ctx, const Vec& bottom, const Vec& top) {
+    [[maybe_unused]] const auto scope = ctx.kernel_scope();
     reshape(bottom, top);
     forward_impl(ctx, bottom, top);
     T loss = 0;
@@ -74,6 +75,7 @@ class Layer {
     for (std::size_t i = 0; i < bottom.size(); ++i)
       if (propagate_down[i] && !allow_backward_to(static_cast<int>(i)))
         fail("cannot backpropagate to bottom ", i, " ('", name_of_bottom(i), "')");
+    [[maybe_unused]] const auto scope = ctx.kernel_scope();
     backward_impl(ctx, top, propagate_down, bottom);
   }
 

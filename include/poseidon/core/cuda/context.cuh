@@ -21,6 +21,15 @@ inline int cuda_device_count() noexcept {
   return n;
 }
 
+namespace detail {
+/// The stream this host thread's layer kernels launch on: the running pass's context's stream
+/// inside DeviceContext<CUDA>::kernel_scope(), the legacy default stream outside any.
+inline cudaStream_t& kernel_stream() {
+  thread_local cudaStream_t stream = cudaStreamLegacy;
+  return stream;
+}
+}  // namespace detail
+
 template <>
 class DeviceContext<CUDA> {
  public:
@@ -53,6 +62,23 @@ class DeviceContext<CUDA> {
   [[nodiscard]] cudnnHandle_t cudnn() const { return cudnn_; }
   Rng& rng() { return rng_; }
   void synchronize() const { POSEIDON_CUDA_CHECK(cudaStreamSynchronize(stream_)); }
+
+  /// While alive, this thread's layer kernels (detail::kernel_stream()) launch on stream(), with
+  /// the pass's cuBLAS and cuDNN calls, so that nothing of the pass runs on the legacy default
+  /// stream, which would serialise it against every other stream (a communication stream that
+  /// wait-free backprop overlaps with the layers below included). Layer::forward and backward
+  /// hold one; scopes nest, each restoring the stream before it.
+  class KernelScope {
+   public:
+    explicit KernelScope(cudaStream_t s) : previous_(detail::kernel_stream()) { detail::kernel_stream() = s; }
+    ~KernelScope() { detail::kernel_stream() = previous_; }
+    KernelScope(const KernelScope&) = delete;
+    KernelScope& operator=(const KernelScope&) = delete;
+
+   private:
+    cudaStream_t previous_;
+  };
+  [[nodiscard]] KernelScope kernel_scope() const { return KernelScope(stream_); }
 
  private:
   int device_ = 0;

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <poseidon/core/config.hpp>
+#include <poseidon/core/context.hpp>
 #include <poseidon/core/cuda/check.cuh>
 #include <poseidon/core/memory.hpp>
 #include <poseidon/math/blas.hpp>
@@ -18,10 +19,10 @@ POSEIDON_NAMESPACE_BEGIN
 namespace detail::gpu {
 
 /// The stream the layer kernels run on. The XxxKernel<D, T> interfaces are shared with the CPU
-/// and carry no DeviceContext, so they cannot reach ctx.stream(); the legacy default stream is
-/// the one stream that is ordered with every blocking stream, ctx.stream() included (it is made
-/// with cudaStreamCreate), whatever --default-stream the including translation unit uses.
-inline cudaStream_t layer_stream() { return cudaStreamLegacy; }
+/// and carry no DeviceContext; Layer::forward and backward bind the pass's ctx.stream() for
+/// them (DeviceContext<CUDA>::kernel_scope). Outside a pass it is the legacy default stream,
+/// which is ordered with every blocking stream, ctx.stream() included.
+inline cudaStream_t layer_stream() { return kernel_stream(); }
 
 inline constexpr int block_threads = 256;
 
