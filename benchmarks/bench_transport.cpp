@@ -1,14 +1,16 @@
 // Transport throughput and latency, 8 B to 64 MiB between two processes, side by side with a
 // plain TCP socket pair moving the same bytes; prints the FabricTransport/socket ratio per size.
 //
-// Local run (default): forks the peer process on 127.0.0.1. Across hosts or namespaces
-// (benchmarks/netns/run.sh): start the peer with POSEIDON_BENCH_ROLE=peer POSEIDON_RANK=1 and
-// this side with POSEIDON_BENCH_ROLE=host POSEIDON_RANK=0, both with POSEIDON_WORLD_SIZE=2 and
-// POSEIDON_MASTER=host:port (the socket pair uses port+1).
+// Local run (default): forks the peer process on 127.0.0.1 (POSEIDON_PROVIDER picks the provider,
+// tcp by default). Across hosts or namespaces (benchmarks/netns/run.sh): start the peer with
+// POSEIDON_BENCH_ROLE=peer POSEIDON_RANK=1 and this side with POSEIDON_BENCH_ROLE=host
+// POSEIDON_RANK=0, both with POSEIDON_WORLD_SIZE=2 and POSEIDON_MASTER=host:port (the socket pair
+// uses port+1).
 #include <benchmark/benchmark.h>
 #include <poseidon/comm/detail/socket.hpp>
 #include <poseidon/comm/fabric_transport.hpp>
 
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -45,10 +47,20 @@ std::uint64_t process_cpu_ns() {
   return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000u + static_cast<std::uint64_t>(ts.tv_nsec);
 }
 
-// The throughput acknowledgement: messages received, and the CPU the peer spent on them.
+// Context switches of this whole process (voluntary + involuntary, all threads): every wake-up
+// of a sleeping thread costs one, and on shared cores they are much of what a message costs.
+std::uint64_t process_switches() {
+  rusage ru{};
+  ::getrusage(RUSAGE_SELF, &ru);
+  return static_cast<std::uint64_t>(ru.ru_nvcsw + ru.ru_nivcsw);
+}
+
+// The throughput acknowledgement: messages received, and the CPU and context switches the peer
+// spent on them.
 struct Ack {
   std::uint64_t count = 0;
   std::uint64_t cpu_ns = 0;
+  std::uint64_t switches = 0;
 };
 
 std::uint64_t count_for(std::int64_t size) {
@@ -69,6 +81,7 @@ void fabric_peer(pd::FabricTransport& t) {
     for (auto& b : bufs) b.resize(c.size);
     if (c.op == 1) {
       const auto cpu0 = process_cpu_ns();
+      const auto cs0 = process_switches();
       std::vector<pd::FabricTransport::Request> reqs(window);
       for (std::uint64_t i = 0; i < c.count; ++i) {
         auto& r = reqs[i % window];
@@ -77,7 +90,7 @@ void fabric_peer(pd::FabricTransport& t) {
       }
       for (auto& r : reqs)
         if (r.valid()) t.wait(r);
-      Ack ack{c.count, process_cpu_ns() - cpu0};
+      Ack ack{c.count, process_cpu_ns() - cpu0, process_switches() - cs0};
       auto s = t.isend(0, ack_tag, std::as_bytes(std::span(&ack, 1)));
       t.wait(s);
     } else {
@@ -108,8 +121,9 @@ void socket_peer(int fd) {
     buf.resize(c.size);
     if (c.op == 1) {
       const auto cpu0 = process_cpu_ns();
+      const auto cs0 = process_switches();
       for (std::uint64_t i = 0; i < c.count; ++i) read_all(fd, buf.data(), c.size);
-      Ack ack{c.count, process_cpu_ns() - cpu0};
+      Ack ack{c.count, process_cpu_ns() - cpu0, process_switches() - cs0};
       write_all(fd, &ack, sizeof ack);
     } else {
       for (std::uint64_t i = 0; i < c.count; ++i) {
@@ -157,9 +171,10 @@ void BM_fabric_throughput(benchmark::State& st, bool checksum) {
   std::vector<std::byte> buf(size, std::byte{1});
   auto& t = *g_fabric;
   t.set_checksum_payload(checksum);
-  double cpu_s = 0;
+  double cpu_s = 0, switches = 0;
   for (auto _ : st) {
     const auto cpu0 = process_cpu_ns();
+    const auto cs0 = process_switches();
     Command c{1, size, count, checksum};
     auto q = t.isend(1, cmd_tag, std::as_bytes(std::span(&c, 1)));
     std::vector<pd::FabricTransport::Request> reqs(window);
@@ -175,27 +190,32 @@ void BM_fabric_throughput(benchmark::State& st, bool checksum) {
     t.wait(a);
     t.wait(q);
     cpu_s += static_cast<double>(process_cpu_ns() - cpu0 + ack.cpu_ns) * 1e-9;
+    switches += static_cast<double>(process_switches() - cs0 + ack.switches);
   }
   st.SetBytesProcessed(static_cast<std::int64_t>(st.iterations() * size * count));
   st.counters["GB_per_cpu_s"] = static_cast<double>(st.iterations() * size * count) / cpu_s / 1e9;
+  st.counters["switches_per_msg"] = switches / static_cast<double>(st.iterations() * count);
 }
 
 void BM_socket_throughput(benchmark::State& st) {
   const auto size = static_cast<std::uint64_t>(st.range(0));
   const auto count = count_for(st.range(0));
   std::vector<std::byte> buf(size, std::byte{1});
-  double cpu_s = 0;
+  double cpu_s = 0, switches = 0;
   for (auto _ : st) {
     const auto cpu0 = process_cpu_ns();
+    const auto cs0 = process_switches();
     Command c{1, size, count, 0};
     write_all(g_socket.get(), &c, sizeof c);
     for (std::uint64_t i = 0; i < count; ++i) write_all(g_socket.get(), buf.data(), size);
     Ack ack;
     read_all(g_socket.get(), &ack, sizeof ack);
     cpu_s += static_cast<double>(process_cpu_ns() - cpu0 + ack.cpu_ns) * 1e-9;
+    switches += static_cast<double>(process_switches() - cs0 + ack.switches);
   }
   st.SetBytesProcessed(static_cast<std::int64_t>(st.iterations() * size * count));
   st.counters["GB_per_cpu_s"] = static_cast<double>(st.iterations() * size * count) / cpu_s / 1e9;
+  st.counters["switches_per_msg"] = switches / static_cast<double>(st.iterations() * count);
 }
 
 void BM_fabric_latency(benchmark::State& st) {
@@ -268,6 +288,8 @@ class RatioReporter : public benchmark::ConsoleReporter {
         rtt_[name][size].push_back(it->second.value);
       if (auto it = r.counters.find("GB_per_cpu_s"); it != r.counters.end())
         cpu_[name][size].push_back(it->second.value);
+      if (auto it = r.counters.find("switches_per_msg"); it != r.counters.end())
+        switches_[name][size].push_back(it->second.value);
     }
     ConsoleReporter::ReportRuns(runs);
   }
@@ -290,6 +312,11 @@ class RatioReporter : public benchmark::ConsoleReporter {
       const double g = median(cpu_["BM_fabric_throughput/nocrc"][size]);
       std::printf("%10lld %12.3f %12.3f %7.0f%% %12.3f %7.0f%%\n", size, s, f, 100 * f / s, g, 100 * g / s);
     }
+    std::printf("\ncontext switches per message, both processes, median\n%10s %12s %12s %12s\n", "bytes", "socket",
+                "fabric-crc", "fabric-nocrc");
+    for (const auto& [size, v] : switches_["BM_socket_throughput"])
+      std::printf("%10lld %12.1f %12.1f %12.1f\n", size, median(v), median(switches_["BM_fabric_throughput/crc"][size]),
+                  median(switches_["BM_fabric_throughput/nocrc"][size]));
     std::printf("\nround trip, median of repetitions (us)\n%10s %10s %10s %8s\n", "bytes", "socket", "fabric",
                 "ratio");
     for (const auto& [size, v] : rtt_["BM_socket_latency"]) {
@@ -300,7 +327,7 @@ class RatioReporter : public benchmark::ConsoleReporter {
   }
 
  private:
-  std::map<std::string, std::map<long long, std::vector<double>>> bps_, rtt_, cpu_;
+  std::map<std::string, std::map<long long, std::vector<double>>> bps_, rtt_, cpu_, switches_;
 };
 
 }  // namespace
@@ -317,6 +344,7 @@ int main(int argc, char** argv) {
     cluster.world_size = 2;
     cluster.master_host = "127.0.0.1";
     cluster.master_port = pd::detail::pick_free_port();
+    if (const char* p = std::getenv("POSEIDON_PROVIDER")) cluster.provider = p;
     // Fork before any thread exists in this process.
     child = ::fork();
     if (child == 0) {

@@ -1,11 +1,15 @@
 // FabricTransport: the transport concept over libfabric RDM endpoints with tagged messages
 // (provider chosen at run time: tcp, verbs, shm, sockets), bootstrapped by the Rendezvous.
 #pragma once
-// One progress thread owns the completion queue: the tcp provider moves no data unless someone
-// drives progress, busy polling collapses on loaded cores (so it blocks in fi_cq_sread), and two
-// threads reading one queue steal each other's completions. Posting is another matter: a caller
-// whose postings have nothing queued ahead of them posts them itself (the provider is
-// FI_THREAD_SAFE), which saves a hand-off and a wake-up of the progress thread per message.
+// One thread at a time reads the completion queue (two threads reading one queue steal each
+// other's completions): a thread waiting in wait() when the queue is free, else the progress
+// thread, which the tcp provider needs because it moves no data unless someone drives progress.
+// A waiter that drives needs no hand-off from the progress thread, which saves a wake-up on each
+// side per message; busy polling collapses on loaded cores, so the reader blocks in
+// fi_cq_sread. The reader also checksums pieces right before posting them and checks received
+// ones right after they land, while the bytes are in its cache. Posting is another matter: a
+// caller whose postings have nothing queued ahead of them posts them itself (the provider is
+// FI_THREAD_SAFE).
 
 #include <poseidon/comm/cluster.hpp>
 #include <poseidon/comm/detail/log.hpp>
@@ -87,9 +91,6 @@ struct FabricPosting {
   bool first = false;
   bool has_trailer = false;
   std::array<std::byte, FrameHeader::piece_trailer> trailer{};
-  // Receive: the provider is done with this posting's bytes (set by the progress thread, read
-  // by the waiting thread, which then verifies the piece).
-  std::atomic<bool> landed{false};
 
   FabricPosting() = default;
   FabricPosting(FabricOp* o, std::size_t off, std::size_t len, bool is_first, bool trailed) noexcept
@@ -120,20 +121,24 @@ struct FabricOp {
   FabricOp* prev_inflight = nullptr;
   FabricOp* next_inflight = nullptr;
   FrameHeader received;  // receive: the validated header
+  bool header_done = false;  // receive: `received` is set and the continuation postings exist
   std::size_t bytes = 0;
   // pending -> finishing (the one thread that won the race writes `error`) -> done | failed.
   enum State : int { pending, finishing, done, failed };
   std::atomic<int> state{pending};
   std::string error;
   bool provider_error = false;  // failed inside the provider (e.g. the peer vanished), not rejected by us
-  bool verified = false;  // receive: payload checksum checked (by the waiting thread)
-  // Receive of a pieced frame: the number of pieces, published by the progress thread once the
-  // header is validated and every posting exists (0 until then, and for other frames).
-  std::atomic<std::size_t> pieces{0};
-  // Waiting thread only: pieces verified so far, and the first mismatch (raised once the
-  // provider has let go of the buffer, never while it may still write into it).
-  std::size_t pieces_verified = 0;
-  std::string piece_error;
+  bool verified = false;  // receive: payload checksum checked (set before the op is done)
+  // Also guarded by the state mutex. A send of several postings: [0, handed) went to the
+  // provider (or the retry queue), [0, crc_ready) have their checksum, `retired` completed.
+  std::size_t handed = 0;
+  std::size_t crc_ready = 0;
+  std::size_t retired = 0;
+  // A receive: postings whose checksum the queue's reader checks as they land, how many it has
+  // checked, and the first mismatch (raised only once the provider has let go of the buffer).
+  std::size_t to_verify = 0;
+  std::size_t checked = 0;
+  std::string verify_error;
 
   [[nodiscard]] std::size_t posting_count() const noexcept { return 1 + (more ? more->size() : 0); }
   FabricPosting& posting(std::size_t i) noexcept { return i == 0 ? head : (*more)[i - 1]; }
@@ -218,7 +223,10 @@ class FabricTransport {
     try {
       open_endpoint();
       rendezvous_.emplace(cluster_, std::span<const std::byte>(local_name_));
-      rendezvous_->on_failure([this] { wake_waiters(); });
+      rendezvous_->on_failure([this] {
+        wake_waiters();
+        kick_cq();  // a waiting thread may be blocked reading the completion queue
+      });
       insert_peers();
       progress_ = std::thread([this] { progress_loop(); });
     } catch (...) {
@@ -286,12 +294,7 @@ class FabricTransport {
     op->head.set(op.get(), 0, std::min(chunk, data.size()), true);
     for (std::size_t off = op->head.length; off < data.size(); off += chunk)
       op->add_posting(off, std::min(chunk, data.size() - off));
-    if (op->posting_count() == 1) {
-      submit(op, 0, 1);
-    } else {
-      std::lock_guard order(split_send_mutex_);  // see send_pieces
-      submit(op, 0, op->posting_count());
-    }
+    queue_send(op, op->posting_count());
     return Request(std::move(op));
   }
 
@@ -305,7 +308,7 @@ class FabricTransport {
     op->capacity = buffer.size();
     // Continuation postings are added once the header says how long the message is.
     op->head.set(op.get(), 0, std::min(options_.chunk_bytes, buffer.size()), true);
-    submit(op, 0, 1);
+    receive(op);
     return Request(std::move(op));
   }
 
@@ -313,7 +316,6 @@ class FabricTransport {
     POSEIDON_CHECK(req.valid(), "rank ", rank_, ": test() on an empty request");
     auto& op = *req.op_;
     if (op.pending_now()) {
-      verify_landed_pieces(op);
       throw_if_job_failed(op.is_send, op.peer, op.tag);
       throw_if_progress_failed(op);
       return false;
@@ -332,17 +334,24 @@ class FabricTransport {
     for (auto now = start; op.pending_now() && now - start < options_.spin; now = std::chrono::steady_clock::now())
       for (int i = 0; i < 16 && op.pending_now(); ++i) detail::cpu_relax();
     if (op.pending_now()) {
-      waiters_.fetch_add(1);
+      // While any thread waits, the progress thread stays parked (see progress_loop), so it
+      // must see this wait, and its end.
+      in_wait_.fetch_add(1);
+      wait_epoch_.fetch_add(1);
       struct Leave {
-        std::atomic<int>& n;
-        ~Leave() { n.fetch_sub(1); }
-      } leave{waiters_};
+        FabricTransport& t;
+        bool driving = false;
+        ~Leave() {
+          if (driving) t.release_cq();
+          t.wait_epoch_.fetch_add(1);
+          t.in_wait_.fetch_sub(1);
+        }
+      } leave{*this};
       for (;;) {
         // Read the sequence before the state: a completion after this read changes it, so the
         // futex below returns at once instead of sleeping through the wake-up.
         const std::uint32_t seen = wake_seq_.load();
         if (!op.pending_now()) break;
-        verify_landed_pieces(op);  // while the next piece is still arriving
         throw_if_job_failed(op.is_send, op.peer, op.tag);
         throw_if_progress_failed(op);
         // A peer that died leaves no trace in the provider, so the deadline is the last resort.
@@ -350,7 +359,21 @@ class FabricTransport {
         if (now >= deadline)
           detail::raise("rank ", rank_, ": timed out after ", detail::format_ms(timeout), " waiting for ",
                         detail::describe_op(op.is_send, op.peer, op.tag));
-        detail::futex_wait_for(wake_seq_, seen, std::min<std::chrono::nanoseconds>(deadline - now, std::chrono::milliseconds(200)));
+        const auto slice = std::min<std::chrono::nanoseconds>(deadline - now, std::chrono::milliseconds(200));
+        if (!leave.driving) leave.driving = acquire_cq(cq_waiter);
+        if (leave.driving) {
+          // This thread reads the completion queue itself: the completion it waits for needs
+          // no hand-off from the progress thread (a wake-up on each side saved per message).
+          drive_or_fail(static_cast<int>(std::max<std::int64_t>(
+              1, std::chrono::duration_cast<std::chrono::milliseconds>(slice).count())));
+          continue;
+        }
+        // Another thread drives. If it is the progress thread, interrupt its blocking read: it
+        // then hands the queue over (release_cq wakes us).
+        if (cq_owner_.load() == cq_progress) ::fi_cq_signal(cq_);
+        sleepers_.fetch_add(1);
+        detail::futex_wait_for(wake_seq_, seen, slice);
+        sleepers_.fetch_sub(1);
       }
     }
     return finish_op(op);
@@ -433,6 +456,7 @@ class FabricTransport {
   }
 
   void close_endpoint() noexcept {
+    std::lock_guard lock(cq_life_mutex_);
     if (ep_) ::fi_close(&ep_->fid);
     if (av_) ::fi_close(&av_->fid);
     if (cq_) ::fi_close(&cq_->fid);
@@ -448,23 +472,47 @@ class FabricTransport {
   }
 
   // --- user-thread side ----------------------------------------------------------------
-  // Posts postings [i, n) of `op`, or queues them behind earlier ones.
-  void submit(const std::shared_ptr<detail::FabricOp>& op, std::size_t i, std::size_t n) {
+  // Posts a receive's first posting, or queues it behind earlier ones.
+  void receive(const std::shared_ptr<detail::FabricOp>& op) {
     {
       std::lock_guard lock(state_mutex_);
+      recvs_.push_back(op);
       // Post here only when nothing is queued: postings must reach the provider in submission
       // order, since FIFO matching of one (peer, tag) depends on it.
-      if (queue_.empty())
-        while (i < n && op->pending_now() && post(op, i)) ++i;
-      if (i == n || !op->pending_now()) return;
-      for (std::size_t k = i; k < n; ++k) queue_.emplace_back(op, k);
+      if (queue_.empty() && post(op, 0)) return;
+      queue_.emplace_back(op, 0);
     }
-    ::fi_cq_signal(cq_);  // -FI_EAGAIN or a queue ahead of us: the progress thread retries
+    ::fi_cq_signal(cq_);  // -FI_EAGAIN or a queue ahead of us: the queue's reader retries
+  }
+
+  // Posts the continuation receives of messages whose headers have landed, in the order the
+  // receives were posted, which is the order their messages matched and so the order the
+  // sender's continuations arrive in. Headers may land out of that order (an eager one
+  // overtakes a rendezvous one), so a receive posts its continuations only once every earlier
+  // receive of the same (peer, tag) has posted its own.
+  void pump_receives_locked() {
+    std::vector<std::pair<int, Tag>> busy;
+    for (auto it = recvs_.begin(); it != recvs_.end();) {
+      auto& op = **it;
+      const std::pair key{op.peer, op.tag};
+      if (std::find(busy.begin(), busy.end(), key) != busy.end()) {
+        ++it;
+        continue;
+      }
+      if (op.pending_now() && !op.header_done) {
+        busy.push_back(key);
+        ++it;
+        continue;
+      }
+      if (op.pending_now())
+        for (std::size_t k = 1; k < op.posting_count(); ++k) queue_.emplace_back(*it, k);
+      it = recvs_.erase(it);
+    }
   }
 
   // A pieced frame: the header carries piece 0's CRC, every later piece its own in a trailer.
-  // Each piece is checksummed right before it is posted, so the CRC of piece k+1 runs while
-  // piece k is on the wire and the provider then reads piece k+1 while it is still in cache.
+  // isend checksums the first two pieces; the queue's reader checksums each later one when a
+  // piece of this message completes, right before it posts it (see pump_sends_locked).
   void send_pieces(const std::shared_ptr<detail::FabricOp>& op, std::span<const std::byte> data, std::size_t piece) {
     FrameHeader h;
     h.kind = FrameKind::data;
@@ -478,39 +526,150 @@ class FabricTransport {
     op->head.set(op.get(), 0, piece, true);
     for (std::size_t off = piece; off < data.size(); off += piece)
       op->add_posting(off, std::min(piece, data.size() - off), true);
-    // Continuations of one (peer, tag) match in posting order, so the continuations of two
-    // messages must not interleave: one send of several fabric messages posts at a time.
-    std::lock_guard order(split_send_mutex_);
-    submit(op, 0, 1);
-    const std::size_t n = op->posting_count();
-    for (std::size_t i = 1; i < n && op->pending_now(); ++i) {
-      auto& p = op->posting(i);
-      detail::put_le(p.trailer.data(), detail::crc32c_payload(data.subspan(p.offset, p.length)), 4);
-      submit(op, i, i + 1);
+    auto& second = op->posting(1);
+    detail::put_le(second.trailer.data(), detail::crc32c_payload(data.subspan(second.offset, second.length)), 4);
+    queue_send(op, 2);
+  }
+
+  // Every send goes through sends_, in isend order; postings [0, crc_ready) are ready to go.
+  void queue_send(const std::shared_ptr<detail::FabricOp>& op, std::size_t crc_ready) {
+    bool queued;
+    {
+      std::lock_guard lock(state_mutex_);
+      op->crc_ready = crc_ready;
+      sends_.push_back(op);
+      queued = pump_sends_locked(nullptr);
+    }
+    if (queued) ::fi_cq_signal(cq_);
+  }
+
+  // Hands the ready postings of queued sends to the provider, in order. Messages of one (peer,
+  // tag) match in posting order, and so do their continuations, so a send posts nothing while an
+  // earlier one to the same (peer, tag) still has postings to hand over: the continuations of
+  // two messages never interleave, and each message goes whole in isend order. A piece whose
+  // checksum is still due is left to the queue's reader (`crc_work`), and only while fewer than
+  // send_window pieces of its message are in the provider: the checksum then runs shortly
+  // before the provider reads the piece, and nothing is read far ahead of the wire.
+  // Returns whether something went to the retry queue (the queue's reader must be woken).
+  bool pump_sends_locked(std::pair<std::shared_ptr<detail::FabricOp>, std::size_t>* crc_work) {
+    bool queued = false;
+    std::vector<std::pair<int, Tag>> busy;
+    for (auto it = sends_.begin(); it != sends_.end();) {
+      auto& op = **it;
+      const bool blocked = std::find(busy.begin(), busy.end(), std::pair{op.peer, op.tag}) != busy.end();
+      const std::size_t n = op.posting_count();
+      if (!blocked && op.pending_now()) {
+        for (; op.handed < std::min(n, op.crc_ready) && op.pending_now(); ++op.handed) {
+          if (queue_.empty() && post(*it, op.handed)) continue;
+          queue_.emplace_back(*it, op.handed);
+          queued = true;
+        }
+        if (crc_work && !crc_work->first && op.handed < n && op.handed == op.crc_ready &&
+            op.handed - op.retired < send_window && op.pending_now())
+          *crc_work = {*it, op.handed};
+      }
+      if (!op.pending_now() || op.handed == n) {
+        it = sends_.erase(it);
+        continue;
+      }
+      if (!blocked) busy.emplace_back(op.peer, op.tag);
+      ++it;
+    }
+    return queued;
+  }
+
+  // The queue's reader: posts what the queued sends have ready, checksumming due pieces outside
+  // the state mutex (a 4 MiB piece takes ~0.1 ms; postings must not wait for it).
+  void pump_sends() {
+    for (;;) {
+      std::pair<std::shared_ptr<detail::FabricOp>, std::size_t> work;
+      {
+        std::lock_guard lock(state_mutex_);
+        if (sends_.empty()) return;
+        pump_sends_locked(&work);
+      }
+      if (!work.first) return;
+      auto& op = *work.first;
+      auto& p = op.posting(work.second);
+      detail::put_le(p.trailer.data(),
+                     detail::crc32c_payload(std::span<const std::byte>(op.data + p.offset, p.length)), 4);
+      std::lock_guard lock(state_mutex_);
+      op.crc_ready = work.second + 1;
     }
   }
 
-  // Waiting thread: verifies the pieces that have landed, in order, while later ones arrive.
-  // A mismatch is remembered, not raised: the provider may still be writing the rest.
-  void verify_landed_pieces(detail::FabricOp& op) {
-    const std::size_t n = op.pieces.load(std::memory_order_acquire);
-    while (op.pieces_verified < n && op.piece_error.empty()) {
-      const std::size_t i = op.pieces_verified;
-      auto& p = op.posting(i);
-      if (!p.landed.load(std::memory_order_acquire)) return;
-      const std::size_t begin = i * std::size_t{op.received.piece};
-      const std::size_t len = std::min<std::size_t>(op.received.piece, op.received.length - begin);
-      const auto e = check_piece(op.received, i, std::span<const std::byte>(op.data + begin, len), p.trailer);
-      if (e != FrameError::none)
-        op.piece_error = detail::concat(to_string(e), " (piece ", op.pieces_verified, " of ", n, ")");
-      else
-        ++op.pieces_verified;
+  // The queue's reader, outside the state mutex: checks the postings that just landed while
+  // their bytes are still in this core's cache (its own socket reads put them there), then
+  // completes the receives that are whole. A mismatch fails the receive only once every posting
+  // of it has left the provider, so no exception leaves the buffer still being written.
+  void verify_landed() {
+    for (auto& [keep, i] : landed_) {
+      auto& op = *keep;
+      FrameError e = FrameError::none;
+      if (op.pending_now()) {
+        const auto& h = op.received;
+        if (h.pieced()) {
+          const std::size_t begin = i * std::size_t{h.piece};
+          const std::size_t len = std::min<std::size_t>(h.piece, h.length - begin);
+          e = check_piece(h, i, std::span<const std::byte>(op.data + begin, len), op.posting(i).trailer);
+        } else {
+          e = check_payload(h, std::span<const std::byte>(op.data, op.bytes));
+        }
+      }
+      std::lock_guard lock(state_mutex_);
+      ++op.checked;
+      if (e != FrameError::none && op.verify_error.empty())
+        op.verify_error = op.received.pieced()
+                              ? detail::concat(to_string(e), " (piece ", i, " of ", op.received.piece_count(), ")")
+                              : std::string(to_string(e));
+      complete_if_whole(op);
     }
+    landed_.clear();  // may free ops: the provider and their requests may have let go
   }
 
   void wake_waiters() noexcept {
     wake_seq_.fetch_add(1);
-    if (waiters_.load() > 0) detail::futex_wake_all(wake_seq_);
+    if (sleepers_.load() > 0) detail::futex_wake_all(wake_seq_);
+  }
+
+  // --- who reads the completion queue -----------------------------------------------------
+  // Exactly one thread at a time: two threads reading one queue steal each other's
+  // completions. The owner is the progress thread or a waiting thread; either drives progress
+  // for every operation.
+  bool acquire_cq(int who) noexcept {
+    int expected = cq_free;
+    return cq_owner_.compare_exchange_strong(expected, who);
+  }
+  void release_cq() noexcept {
+    cq_owner_.store(cq_free);
+    wake_waiters();  // a waiter that found the queue taken sleeps until it is free again
+  }
+
+  // Kicks the owner out of a blocking read (a job failure, a wait that wants the queue). Never
+  // after the queue is closed: the rendezvous may report a failure at any time.
+  void kick_cq() noexcept {
+    std::lock_guard lock(cq_life_mutex_);
+    if (cq_) ::fi_cq_signal(cq_);
+  }
+
+  // A waiting thread's turn at driving; a broken completion queue stops all progress, as it
+  // stops the progress thread.
+  void drive_or_fail(int timeout_ms) {
+    try {
+      drive(timeout_ms);
+    } catch (const std::exception& e) {
+      record_progress_failure(e.what());
+      throw;
+    }
+  }
+
+  void record_progress_failure(const std::string& what) {
+    std::lock_guard lock(state_mutex_);
+    if (progress_failed_.load()) return;
+    progress_error_ = what;
+    progress_failed_.store(true, std::memory_order_release);
+    detail::comm_log(rank_, "fabric progress stopped: ", what);
+    wake_waiters();
   }
 
   void throw_if_job_failed(bool is_send, int peer, Tag tag) const {
@@ -521,12 +680,11 @@ class FabricTransport {
 
   void throw_if_progress_failed(const detail::FabricOp& op) const {
     if (progress_failed_.load(std::memory_order_acquire))
-      detail::raise("rank ", rank_, ": the fabric progress thread stopped (", progress_error_, ") during ",
+      detail::raise("rank ", rank_, ": fabric progress stopped (", progress_error_, ") during ",
                     detail::describe_op(op.is_send, op.peer, op.tag));
   }
 
-  // Runs in the waiting thread, not the progress thread: checking a large payload's checksum
-  // must not hold up every other transfer.
+  // Runs in the waiting thread.
   std::size_t finish_op(detail::FabricOp& op) {
     const int state = op.state.load(std::memory_order_acquire);
     if (state == detail::FabricOp::failed && op.provider_error && rendezvous_) {
@@ -539,24 +697,19 @@ class FabricTransport {
     }
     if (state == detail::FabricOp::failed)
       detail::raise("rank ", rank_, ": ", detail::describe_op(op.is_send, op.peer, op.tag), " failed: ", op.error);
+    // Left for the waiting thread: a payload with one CRC over several chunks (above chunk_bytes,
+    // sent with a piece size below FrameHeader::min_piece), and frames without a CRC,
+    // where only the length is checked. A whole-payload pass by the queue's reader would hold
+    // up every other transfer.
     if (!op.is_send && !op.verified) {
-      std::string why;
-      if (op.received.pieced()) {
-        verify_landed_pieces(op);  // all have landed: the op is done
-        if (op.piece_error.empty() && op.pieces_verified != op.received.piece_count())
-          op.piece_error = "not every piece arrived";
-        why = op.piece_error;
-      } else if (const auto e = check_payload(op.received, std::span<const std::byte>(op.data, op.bytes));
-                 e != FrameError::none) {
-        why = to_string(e);
-      }
-      if (!why.empty()) {
-        const auto msg =
-            detail::concat("rejected a frame from rank ", op.peer, " (", detail::describe_tag(op.tag), "): ", why);
+      if (const auto e = check_payload(op.received, std::span<const std::byte>(op.data, op.bytes));
+          e != FrameError::none) {
+        const auto msg = detail::concat("rejected a frame from rank ", op.peer, " (", detail::describe_tag(op.tag),
+                                        "): ", to_string(e));
         detail::comm_log(rank_, msg);
         op.error = msg;
         op.state.store(detail::FabricOp::failed, std::memory_order_release);
-        detail::raise("rank ", rank_, ": ", msg);
+        detail::raise("rank ", rank_, ": ", detail::describe_op(op.is_send, op.peer, op.tag), " failed: ", msg);
       }
       op.verified = true;
     }
@@ -567,7 +720,7 @@ class FabricTransport {
   using Item = std::pair<std::shared_ptr<detail::FabricOp>, std::size_t>;
 
   // Returns false when the provider asked us to retry later (-FI_EAGAIN). The caller holds
-  // state_mutex_, so a completion racing in on the progress thread waits for our bookkeeping.
+  // state_mutex_, so a completion racing in on the queue's reader waits for our bookkeeping.
   bool post(const std::shared_ptr<detail::FabricOp>& keep, std::size_t index) {
     auto& op = *keep;
     auto& p = op.posting(index);
@@ -633,9 +786,18 @@ class FabricTransport {
   // go of it (this may free it, so callers must not touch `op` afterwards).
   void retire(detail::FabricOp& op) {
     --op.outstanding;
-    if (op.outstanding == 0 && op.posted == op.posting_count() && op.pending_now())
-      complete_op(op, detail::FabricOp::done);
+    ++op.retired;
+    complete_if_whole(op);
     if (op.outstanding == 0) unlink_inflight(op);
+  }
+
+  // Completes `op` once every posting has left the provider and every landed piece is checked.
+  void complete_if_whole(detail::FabricOp& op) {
+    if (op.outstanding != 0 || op.posted != op.posting_count() || op.checked != op.to_verify || !op.pending_now())
+      return;
+    if (!op.verify_error.empty()) return reject(op, op.verify_error);
+    op.verified = op.to_verify > 0;
+    complete_op(op, detail::FabricOp::done);
   }
 
   void on_receive_header(detail::FabricOp& op, std::size_t len) {
@@ -659,15 +821,13 @@ class FabricTransport {
                                        first));
     op.received = h;
     op.bytes = h.length;
-    for (std::size_t off = first; off < h.length; off += step) {
+    op.header_done = true;  // pump_receives_locked posts the continuations, in order
+    for (std::size_t off = first; off < h.length; off += step)
       op.add_posting(off, std::min<std::size_t>(step, h.length - off), h.pieced());
-      queue_.emplace_back(op.keep, op.posting_count() - 1);
-    }
-    if (h.pieced()) {
-      op.head.landed.store(true, std::memory_order_release);
-      op.pieces.store(op.posting_count(), std::memory_order_release);
-      wake_waiters();  // piece 0 can be verified while the rest arrive
-    }
+    // Every piece is checked as it lands; a CRC over several chunks only once all are here.
+    if (h.pieced()) op.to_verify = op.posting_count();
+    else if ((h.flags & FrameHeader::flag_payload_crc) && op.posting_count() == 1) op.to_verify = 1;
+    if (op.to_verify) landed_.emplace_back(op.keep, 0);
   }
 
   void handle_completion(const fi_cq_tagged_entry& e) {
@@ -680,8 +840,7 @@ class FabricTransport {
       } else if (e.len != due) {
         reject(op, detail::concat("continuation of ", e.len, " bytes where ", due, " were due"));
       } else if (p->has_trailer) {
-        p->landed.store(true, std::memory_order_release);
-        wake_waiters();
+        landed_.emplace_back(op.keep, p->offset / op.received.piece);
       }
     }
     retire(op);
@@ -703,48 +862,75 @@ class FabricTransport {
     retire(op);
   }
 
-  void progress_loop() {
+  // One turn of progress by the owner of the completion queue: checksum and post what is due,
+  // retry postings the provider refused, read completions (blocking up to `timeout_ms` in the
+  // provider's wait object: on loaded cores spinning starves the very peer we are waiting for)
+  // and act on them.
+  void drive(int timeout_ms) {
+    pump_sends();
+    // Post in submission order: FIFO matching of one (peer, tag) depends on it.
+    bool blocked = false;
+    {
+      std::lock_guard lock(state_mutex_);
+      while (!queue_.empty()) {
+        auto& item = queue_.front();
+        if (item.first->pending_now() && !post(item.first, item.second)) {
+          blocked = true;  // -FI_EAGAIN: drive progress below, then retry this same item
+          break;
+        }
+        queue_.pop_front();  // posted, or its op already failed and the rest is moot
+      }
+    }
     fi_cq_tagged_entry entries[32];
+    const ssize_t n = blocked ? ::fi_cq_read(cq_, entries, 32) : ::fi_cq_sread(cq_, entries, 32, nullptr, timeout_ms);
+    if (n > 0) {
+      {
+        std::lock_guard lock(state_mutex_);
+        for (ssize_t i = 0; i < n; ++i) handle_completion(entries[i]);
+        pump_receives_locked();
+      }
+      verify_landed();
+    } else if (n == -FI_EAVAIL) {
+      std::lock_guard lock(state_mutex_);
+      handle_error();
+      pump_receives_locked();
+    } else if (n != -FI_EAGAIN && n != 0 && n != -FI_EINTR && n != -FI_ECANCELED) {
+      throw Error(detail::concat("fi_cq_sread: ", detail::fi_error_text(static_cast<int>(n))));
+    }
+  }
+
+  // The progress thread drives whenever no thread has waited for `progress_grace`: it moves
+  // transfers nobody waits for yet (the tcp provider moves no data unless someone reads the
+  // queue). While threads keep waiting it stays parked, so a stream of waits costs it no
+  // wake-ups; once they stop, it takes over within one to two grace periods.
+  void progress_loop() {
+    std::uint32_t epoch = wait_epoch_.load();
     try {
-      while (!stop_.load(std::memory_order_acquire)) {
-        // Post in submission order: FIFO matching of one (peer, tag) depends on it.
-        bool blocked = false;
-        {
-          std::lock_guard lock(state_mutex_);
-          while (!queue_.empty()) {
-            auto& item = queue_.front();
-            if (item.first->pending_now() && !post(item.first, item.second)) {
-              blocked = true;  // -FI_EAGAIN: drive progress below, then retry this same item
-              break;
-            }
-            queue_.pop_front();  // posted, or its op already failed and the rest is moot
-          }
+      while (!stop_.load(std::memory_order_acquire) && !progress_failed_.load(std::memory_order_acquire)) {
+        const std::uint32_t now_epoch = wait_epoch_.load();
+        if (in_wait_.load() > 0 || now_epoch != epoch || !acquire_cq(cq_progress)) {
+          epoch = now_epoch;
+          detail::futex_wait_for(park_word_, park_word_.load(), progress_grace);
+          continue;
         }
-        // Block in the provider's wait object rather than spin: on loaded cores spinning
-        // starves the very peer we are waiting for. The 100 ms bound lets `stop_` be seen.
-        const ssize_t n = blocked ? ::fi_cq_read(cq_, entries, 32) : ::fi_cq_sread(cq_, entries, 32, nullptr, 100);
-        if (n > 0) {
-          std::lock_guard lock(state_mutex_);
-          for (ssize_t i = 0; i < n; ++i) handle_completion(entries[i]);
-        } else if (n == -FI_EAVAIL) {
-          std::lock_guard lock(state_mutex_);
-          handle_error();
-        } else if (n != -FI_EAGAIN && n != 0 && n != -FI_EINTR && n != -FI_ECANCELED) {
-          throw Error(detail::concat("fi_cq_sread: ", detail::fi_error_text(static_cast<int>(n))));
-        }
+        struct Release {
+          FabricTransport& t;
+          ~Release() { t.release_cq(); }
+        } release{*this};
+        // The 100 ms bound lets `stop_` be seen; a waiter that wants the queue kicks us out.
+        drive(100);
       }
     } catch (const std::exception& e) {
-      progress_error_ = e.what();
-      progress_failed_.store(true, std::memory_order_release);
-      detail::comm_log(rank_, "fabric progress thread stopped: ", e.what());
-      wake_waiters();
+      record_progress_failure(e.what());
     }
   }
 
   void stop_progress() {
     if (!progress_.joinable()) return;
     stop_.store(true, std::memory_order_release);
-    if (cq_) ::fi_cq_signal(cq_);
+    park_word_.fetch_add(1);
+    detail::futex_wake_all(park_word_);
+    kick_cq();
     progress_.join();
   }
 
@@ -763,14 +949,31 @@ class FabricTransport {
   std::vector<fi_addr_t> addrs_;
   std::optional<Rendezvous> rendezvous_;
 
+  // Pieces of one message in the provider beyond which no further piece of it is checksummed
+  // (and so read) ahead of the wire. Two left the wire idle between rxm rendezvous hand-shakes
+  // (more context switches per message at 16 and 64 MiB); four did not.
+  static constexpr std::size_t send_window = 4;
+
   std::mutex state_mutex_;
-  std::mutex split_send_mutex_;  // one send of several fabric messages posts at a time (see send_pieces)
   std::deque<Item> queue_;  // postings not yet accepted by the provider, in order
+  std::deque<std::shared_ptr<detail::FabricOp>> sends_;  // sends not yet wholly handed over, in order
+  std::deque<std::shared_ptr<detail::FabricOp>> recvs_;  // receives whose continuations are not yet posted, in order
+  std::vector<Item> landed_;  // the queue's reader: received postings whose checksum is due
   detail::FabricOp* inflight_head_ = nullptr;  // ops the provider holds a context of
 
   // Waiters sleep on this word; every completion and failure bumps it.
   std::atomic<std::uint32_t> wake_seq_{0};
-  std::atomic<int> waiters_{0};
+  std::atomic<int> sleepers_{0};  // threads asleep on wake_seq_
+  // The completion queue's reader (see acquire_cq), the threads inside wait() and a count of
+  // wait() entries and exits (the progress thread parks while either moves), and the word the
+  // parked progress thread sleeps on.
+  static constexpr int cq_free = 0, cq_progress = 1, cq_waiter = 2;
+  static constexpr std::chrono::milliseconds progress_grace{2};
+  std::atomic<int> cq_owner_{cq_free};
+  std::atomic<int> in_wait_{0};
+  std::atomic<std::uint32_t> wait_epoch_{0};
+  std::atomic<std::uint32_t> park_word_{0};
+  std::mutex cq_life_mutex_;  // kick_cq against close_endpoint
   std::atomic<bool> stop_{false};
   std::atomic<bool> progress_failed_{false};
   std::string progress_error_;
