@@ -154,19 +154,21 @@ struct BatchNormKernel<CPU, T> {
 };
 }  // namespace detail
 
-template <class D, class T = float>
-class BatchNormLayer final : public Layer<D, T> {
+namespace detail {
+/// What the CPU and CUDA BatchNorm share: parameters, checks, the statistics blobs and their
+/// bookkeeping state. A device adds the normalisation (forward_impl, backward_impl).
+template <class D, class T>
+class BatchNormBase : public Layer<D, T> {
   using Base = Layer<D, T>;
-  using Kernel = detail::BatchNormKernel<D, T>;
 
  public:
   using typename Base::Context;
   using typename Base::Vec;
 
-  explicit BatchNormLayer(const LayerParameter& p)
+  explicit BatchNormBase(const LayerParameter& p)
       : Base(p),
         bp_(BatchNormParam::from_message(p.sub("batch_norm_param"), p.describe() + " batch_norm_param")) {}
-  BatchNormLayer(const LayerParameter& p, BatchNormParam bp) : Base(p), bp_(bp) {}
+  BatchNormBase(const LayerParameter& p, BatchNormParam bp) : Base(p), bp_(bp) {}
 
   [[nodiscard]] std::string_view type() const override { return "BatchNorm"; }
   [[nodiscard]] int exact_num_bottom() const override { return 1; }
@@ -185,7 +187,6 @@ class BatchNormLayer final : public Layer<D, T> {
     dims_ = {static_cast<std::size_t>(b.shape(0)), static_cast<std::size_t>(channels_),
              b.num_axes() > 2 ? b.count(2) : std::size_t{1}};
     if (top[0] != bottom[0]) top[0]->reshape(b.shape());
-    if (!use_global_stats_) x_norm_.reshape(b.shape());
   }
 
  protected:
@@ -227,33 +228,7 @@ class BatchNormLayer final : public Layer<D, T> {
     inv_std_.reshape(per_channel);
   }
 
-  void forward_impl(Context&, const Vec& bottom, const Vec& top) override {
-    if (dims_.count() == 0) return;
-    auto& blobs = this->blobs_;
-    if (use_global_stats_) {
-      Kernel::global_stats(dims_, blobs[0]->data(), blobs[1]->data(), blobs[2]->data(), mean_.data(),
-                           variance_.data());
-    } else {
-      Kernel::batch_stats(dims_, bottom[0]->data(), mean_.data(), variance_.data());
-      Kernel::update_running(dims_, mean_.data(), variance_.data(), bp_.moving_average_fraction, blobs[0]->data(),
-                             blobs[1]->data(), blobs[2]->data());
-    }
-    Kernel::inverse_std(dims_, variance_.data(), bp_.eps, inv_std_.data());
-    // x_norm_ is kept because a following in-place layer (usually Scale) overwrites the top.
-    Kernel::normalize(dims_, bottom[0]->data(), mean_.data(), inv_std_.data(), top[0]->data(),
-                      use_global_stats_ ? nullptr : x_norm_.data());
-  }
-
-  void backward_impl(Context&, const Vec& top, const std::vector<bool>& propagate_down,
-                     const Vec& bottom) override {
-    if (!propagate_down[0] || dims_.count() == 0) return;
-    if (use_global_stats_)
-      Kernel::backward_global(dims_, top[0]->diff(), inv_std_.data(), bottom[0]->diff());
-    else
-      Kernel::backward_batch(dims_, top[0]->diff(), x_norm_.data(), inv_std_.data(), bottom[0]->diff());
-  }
-
- private:
+ protected:
   [[nodiscard]] static int channels_of(const Tensor<D, T>& t) { return t.num_axes() == 1 ? 1 : t.shape(1); }
 
   BatchNormParam bp_;
@@ -261,7 +236,57 @@ class BatchNormLayer final : public Layer<D, T> {
   int channels_ = 0;
   detail::BatchNormDims dims_;
   Tensor<D, T> mean_, variance_, inv_std_;  // of the last forward: batch or global statistics
-  Tensor<D, T> x_norm_;
+  Tensor<D, T> x_norm_;  // the normalised bottom of the last training forward, for backward
+};
+}  // namespace detail
+
+
+
+template <class D, class T = float>
+class BatchNormLayer final : public detail::BatchNormBase<D, T> {
+  using Base = detail::BatchNormBase<D, T>;
+  using Kernel = detail::BatchNormKernel<D, T>;
+
+ public:
+  using typename Base::Context;
+  using typename Base::Vec;
+  using Base::Base;
+
+  void reshape(const Vec& bottom, const Vec& top) override {
+    Base::reshape(bottom, top);
+    if (!this->use_global_stats_) this->x_norm_.reshape(bottom[0]->shape());
+  }
+
+ protected:
+  void forward_impl(Context&, const Vec& bottom, const Vec& top) override {
+    const auto& d = this->dims_;
+    if (d.count() == 0) return;
+    auto& blobs = this->blobs_;
+    T* mean = this->mean_.data();
+    T* var = this->variance_.data();
+    const bool global = this->use_global_stats_;
+    if (global) {
+      Kernel::global_stats(d, blobs[0]->data(), blobs[1]->data(), blobs[2]->data(), mean, var);
+    } else {
+      Kernel::batch_stats(d, bottom[0]->data(), mean, var);
+      Kernel::update_running(d, mean, var, this->bp_.moving_average_fraction, blobs[0]->data(), blobs[1]->data(),
+                             blobs[2]->data());
+    }
+    Kernel::inverse_std(d, var, this->bp_.eps, this->inv_std_.data());
+    // x_norm_ is kept because a following in-place layer (usually Scale) overwrites the top.
+    Kernel::normalize(d, bottom[0]->data(), mean, this->inv_std_.data(), top[0]->data(),
+                      global ? nullptr : this->x_norm_.data());
+  }
+
+  void backward_impl(Context&, const Vec& top, const std::vector<bool>& propagate_down,
+                     const Vec& bottom) override {
+    if (!propagate_down[0] || this->dims_.count() == 0) return;
+    if (this->use_global_stats_)
+      Kernel::backward_global(this->dims_, top[0]->diff(), this->inv_std_.data(), bottom[0]->diff());
+    else
+      Kernel::backward_batch(this->dims_, top[0]->diff(), this->x_norm_.data(), this->inv_std_.data(),
+                             bottom[0]->diff());
+  }
 };
 
 POSEIDON_REGISTER_LAYER("BatchNorm", BatchNormLayer)

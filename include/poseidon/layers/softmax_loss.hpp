@@ -125,20 +125,23 @@ struct SoftmaxLossKernel<CPU, T> {
 };
 }  // namespace detail
 
-template <class D, class T = float>
-class SoftmaxWithLossLayer final : public Layer<D, T> {
+namespace detail {
+/// What the CPU and CUDA SoftmaxWithLoss share: parameters, bottom checks, label checks,
+/// normalisation, the loss and the gradient. A device supplies the softmax (softmax_forward).
+template <class D, class T>
+class SoftmaxWithLossBase : public Layer<D, T> {
   using Base = Layer<D, T>;
-  using Kernel = detail::SoftmaxLossKernel<D, T>;
+  using Kernel = SoftmaxLossKernel<D, T>;
 
  public:
   using typename Base::Context;
   using typename Base::Vec;
 
-  explicit SoftmaxWithLossLayer(const LayerParameter& p)
+  explicit SoftmaxWithLossBase(const LayerParameter& p)
       : Base(p),
         softmax_axis_param_(read_axis(p)),
         lp_(LossParam::from_message(p.sub("loss_param"), p.describe() + " loss_param")) {}
-  SoftmaxWithLossLayer(const LayerParameter& p, int softmax_axis, LossParam lp)
+  SoftmaxWithLossBase(const LayerParameter& p, int softmax_axis, LossParam lp)
       : Base(p), softmax_axis_param_(softmax_axis), lp_(lp) {}
 
   [[nodiscard]] std::string_view type() const override { return "SoftmaxWithLoss"; }
@@ -171,7 +174,6 @@ class SoftmaxWithLossLayer final : public Layer<D, T> {
                 outer_ * inner_);
     top[0]->reshape(Shape());
     prob_.reshape(x.shape());
-    scratch_.reshape(Shape{static_cast<int>(outer_ * inner_)});
     if (top.size() > 1) {
       top[1]->reshape(x.shape());
       top[1]->share_data(prob_);
@@ -179,6 +181,10 @@ class SoftmaxWithLossLayer final : public Layer<D, T> {
   }
 
  protected:
+  /// prob = softmax(x) over the axis (outer_ x channels_ x inner_); prob is the layer's own
+  /// tensor, never the bottom.
+  virtual void softmax_forward(Context& ctx, const T* x, T* prob) = 0;
+
   void layer_setup(Context&, const Vec&, const Vec& top) override {
     const auto& w = this->param().loss_weight;
     // Caffe never backpropagates through the probabilities, so a loss on them would be silently wrong.
@@ -188,7 +194,7 @@ class SoftmaxWithLossLayer final : public Layer<D, T> {
 
   void forward_impl(Context& ctx, const Vec& bottom, const Vec& top) override {
     check_labels(*bottom[1]);
-    Kernel::softmax(outer_, channels_, inner_, bottom[0]->data(), prob_.data(), scratch_.data());
+    softmax_forward(ctx, bottom[0]->data(), prob_.data());
     std::size_t valid = 0;
     const double sum = Kernel::loss(outer_, channels_, inner_, prob_.data(), bottom[1]->data(), lp_.ignore_label, valid);
     math::set(ctx, 1, static_cast<T>(sum / normalizer(valid)), top[0]->data());
@@ -206,6 +212,9 @@ class SoftmaxWithLossLayer final : public Layer<D, T> {
                      bottom[0]->diff());
   }
 
+  int axis_ = 1;
+  std::size_t outer_ = 0, channels_ = 0, inner_ = 0;
+
  private:
   static int read_axis(const LayerParameter& p) {
     const Message& m = p.sub("softmax_param");
@@ -215,11 +224,11 @@ class SoftmaxWithLossLayer final : public Layer<D, T> {
   }
 
   void check_labels(const Tensor<D, T>& label) const {
-    const detail::BadLabel bad = Kernel::find_bad_label(label.count(), label.data(), channels_, lp_.ignore_label);
+    const BadLabel bad = Kernel::find_bad_label(label.count(), label.data(), channels_, lp_.ignore_label);
     if (bad.found)
       this->fail("label ", bad.value, " at index ", bad.index, " (sample ", bad.index / inner_, ", position ",
                  bad.index % inner_, ") of bottom 1 ('", this->name_of_bottom(1), "') is not a class in [0, ",
-                 channels_, ")", lp_.ignore_label ? detail::concat(" nor the ignore_label ", *lp_.ignore_label) : "");
+                 channels_, ")", lp_.ignore_label ? concat(" nor the ignore_label ", *lp_.ignore_label) : "");
   }
 
   // Caffe's get_normalizer, clamped to at least 1 so that an all-ignored batch gives loss 0, not NaN.
@@ -236,10 +245,31 @@ class SoftmaxWithLossLayer final : public Layer<D, T> {
 
   int softmax_axis_param_ = 1;
   LossParam lp_;
-  int axis_ = 1;
-  std::size_t outer_ = 0, channels_ = 0, inner_ = 0;
   std::size_t valid_ = 0;  // labels counted by the last forward (the VALID normalizer)
   Tensor<D, T> prob_;
+};
+}  // namespace detail
+
+template <class D, class T = float>
+class SoftmaxWithLossLayer final : public detail::SoftmaxWithLossBase<D, T> {
+  using Base = detail::SoftmaxWithLossBase<D, T>;
+
+ public:
+  using typename Base::Context;
+  using typename Base::Vec;
+  using Base::Base;
+
+  void reshape(const Vec& bottom, const Vec& top) override {
+    Base::reshape(bottom, top);
+    scratch_.reshape(Shape{static_cast<int>(this->outer_ * this->inner_)});
+  }
+
+ protected:
+  void softmax_forward(Context&, const T* x, T* prob) override {
+    detail::SoftmaxLossKernel<D, T>::softmax(this->outer_, this->channels_, this->inner_, x, prob, scratch_.data());
+  }
+
+ private:
   Tensor<D, T> scratch_;
 };
 
