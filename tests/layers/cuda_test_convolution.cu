@@ -1,10 +1,14 @@
 // Convolution on CUDA (cuDNN) against the CPU over pad, stride, dilation, groups, bias and several
-// bottoms; algorithm choice per shape, the workspace limit, reproducibility, TF32, the CPU's
-// parameter errors; and its gradients checked on the GPU in double.
+// bottoms; algorithm choice per shape (heuristics and find mode), the workspace limit,
+// reproducibility, TF32, the CPU's parameter errors; and its gradients checked on the GPU in double.
 #include <doctest/doctest.h>
 #include <poseidon/layers/convolution.hpp>
 
 #include <cstddef>
+#include <cstdlib>
+#include <memory>
+#include <optional>
+#include <string>
 #include <type_traits>
 #include <vector>
 
@@ -23,6 +27,27 @@ template <class T>
 double conv_eps() {
   return std::is_same_v<T, float> ? 5e-4 : 1e-10;
 }
+
+// Sets an environment variable for one scope and restores what was there.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value) : name_(name) {
+    if (const char* old = std::getenv(name)) old_ = old;
+    ::setenv(name, value, 1);
+  }
+  ~ScopedEnv() {
+    if (old_)
+      ::setenv(name_, old_->c_str(), 1);
+    else
+      ::unsetenv(name_);
+  }
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+
+ private:
+  const char* name_;
+  std::optional<std::string> old_;
+};
 
 }  // namespace
 
@@ -218,6 +243,115 @@ TEST_CASE("CUDA Convolution with TF32 allowed stays close to the CPU (float)") {
   expect_close("top (TF32)", gy.data_to_host(), cy.data_to_host(), 1e-2);
 }
 
+TEST_CASE_TEMPLATE("CUDA Convolution in find mode (POSEIDON_CUDNN_FIND=1) matches the CPU", T, float, double) {
+  // The variable is read when a layer is constructed: compare_with_cpu's layers see it.
+  const ScopedEnv find("POSEIDON_CUDNN_FIND", "1");
+  CHECK(ConvolutionCudnnOptions::from_env().find);
+  const double eps = conv_eps<T>();
+  SUBCASE("3x3, pad 1, bias, three passes") {
+    CompareOptions o;
+    o.passes = 3;
+    compare_with_cpu<T>(conv_param(ConvCfg{.pad_h = 1, .pad_w = 1}), {random_tensor<T>({2, 3, 9, 8})}, eps, o);
+  }
+  SUBCASE("groups, stride, dilation") {
+    const ConvCfg c{.num_output = 6, .pad_h = 2, .pad_w = 2, .stride_h = 2, .stride_w = 2, .dil_h = 2, .dil_w = 2,
+                    .group = 2};
+    compare_with_cpu<T>(conv_param(c), {random_tensor<T>({3, 4, 11, 10})}, eps);
+  }
+  SUBCASE("two bottoms") {
+    compare_with_cpu<T>(conv_param(ConvCfg{.num_output = 5}, 2),
+                        {random_tensor<T>({2, 3, 7, 6}, -1, 1, 5), random_tensor<T>({2, 3, 7, 6}, -1, 1, 6)}, eps);
+  }
+  SUBCASE("timed choices per shape, cached, within the limit, deterministic") {
+    const LayerParameter p = conv_param(ConvCfg{.num_output = 8, .pad_h = 1, .pad_w = 1});
+    auto cpu = make_layer<CPU, T>(p);
+    auto gpu = make_layer<CUDA, T>(p);
+    auto* conv = dynamic_cast<ConvolutionLayer<CUDA, T>*>(gpu.get());
+    REQUIRE(conv != nullptr);
+    CHECK(conv->cudnn_options().find);
+    CHECK(conv->cudnn_options().deterministic);
+    Ctx cctx(0, 12);
+    GpuCtx gctx(0, 12);
+    Tensor<CPU, T> cx = random_tensor<T>({2, 5, 9, 9}), cy;
+    Tensor<CUDA, T> gx = to_gpu(cx), gy;
+    cpu->setup(cctx, {&cx}, {&cy});
+    gpu->setup(gctx, {&gx}, {&gy});
+    for (std::size_t i = 0; i < cpu->blobs().size(); ++i) gpu->blobs()[i]->copy_from(*cpu->blobs()[i], true);
+    for (const Shape& s : {Shape{2, 5, 9, 9}, Shape{4, 5, 7, 12}, Shape{2, 5, 9, 9}}) {
+      const std::string shape = s.str();
+      CAPTURE(shape);
+      cx = random_tensor<T>(s, -1, 1, 300);
+      gx = to_gpu(cx);
+      cpu->forward(cctx, {&cx}, {&cy});
+      gpu->forward(gctx, {&gx}, {&gy});
+      expect_close("top", gy.data_to_host(), cy.data_to_host(), eps);
+      std::vector<T> dy(cy.count());
+      Rng r(301);
+      for (auto& v : dy) v = static_cast<T>(r.uniform<double>(-1, 1));
+      cy.copy_diff_from_host(dy);
+      gy.copy_diff_from_host(dy);
+      for (auto& b : cpu->blobs()) b->zero_diff();
+      for (auto& b : gpu->blobs()) b->zero_diff();
+      cpu->backward(cctx, {&cy}, {true}, {&cx});
+      gpu->backward(gctx, {&gy}, {true}, {&gx});
+      // The search wrote only scratch: the diffs are the real passes' alone.
+      expect_close("bottom diff", gx.diff_to_host(), cx.diff_to_host(), eps);
+      expect_close("weight diff", gpu->blobs()[0]->diff_to_host(), cpu->blobs()[0]->diff_to_host(), eps);
+      expect_close("bias diff", gpu->blobs()[1]->diff_to_host(), cpu->blobs()[1]->diff_to_host(), eps);
+      const auto a = conv->algorithms();
+      for (const auto* c : {&a.forward, &a.backward_data, &a.backward_filter}) {
+        CHECK(c->algo >= 0);
+        CHECK(c->time_ms >= 0);  // measured, not a heuristic choice
+        CHECK(c->deterministic);
+      }
+      CHECK(a.workspace() <= conv->cudnn_options().workspace_limit);
+      CHECK(conv->workspace_bytes() >= a.workspace());
+    }
+  }
+}
+
+TEST_CASE_TEMPLATE("CUDA Convolution find mode set by options, with a zero workspace limit", T, float, double) {
+  ConvolutionCudnnOptions o;
+  o.find = true;
+  o.workspace_limit = 0;
+  o.deterministic = false;  // a limit of 0 may leave only atomics-based backward algorithms
+  const LayerParameter p = conv_param(ConvCfg{.num_output = 4, .pad_h = 1, .pad_w = 1, .group = 2});
+  auto cpu = make_layer<CPU, T>(p);
+  auto gpu = make_layer<CUDA, T>(p);
+  auto* conv = dynamic_cast<ConvolutionLayer<CUDA, T>*>(gpu.get());
+  REQUIRE(conv != nullptr);
+  CHECK_FALSE(conv->cudnn_options().find);  // heuristics by default
+  conv->set_cudnn_options(o);
+  Ctx cctx(0, 13);
+  GpuCtx gctx(0, 13);
+  Tensor<CPU, T> cx = random_tensor<T>({3, 4, 8, 7}), cy;
+  Tensor<CUDA, T> gx = to_gpu(cx), gy;
+  cpu->setup(cctx, {&cx}, {&cy});
+  gpu->setup(gctx, {&gx}, {&gy});
+  for (std::size_t i = 0; i < cpu->blobs().size(); ++i) gpu->blobs()[i]->copy_from(*cpu->blobs()[i], true);
+  cpu->forward(cctx, {&cx}, {&cy});
+  gpu->forward(gctx, {&gx}, {&gy});
+  expect_close("top", gy.data_to_host(), cy.data_to_host(), conv_eps<T>());
+  std::vector<T> dy(cy.count());
+  Rng r(14);
+  for (auto& v : dy) v = static_cast<T>(r.uniform<double>(-1, 1));
+  cy.copy_diff_from_host(dy);
+  gy.copy_diff_from_host(dy);
+  cpu->backward(cctx, {&cy}, {true}, {&cx});
+  gpu->backward(gctx, {&gy}, {true}, {&gx});
+  expect_close("bottom diff", gx.diff_to_host(), cx.diff_to_host(), conv_eps<T>());
+  expect_close("weight diff", gpu->blobs()[0]->diff_to_host(), cpu->blobs()[0]->diff_to_host(), conv_eps<T>());
+  CHECK(conv->algorithms().forward.time_ms >= 0);
+  CHECK(conv->algorithms().workspace() == 0);
+  CHECK(conv->workspace_bytes() == 0);
+}
+
+TEST_CASE("CUDA Convolution rejects a POSEIDON_CUDNN_FIND that is neither 0 nor 1") {
+  const ScopedEnv find("POSEIDON_CUDNN_FIND", "yes");
+  auto build = [] { return make_layer<CUDA, float>(conv_param(ConvCfg{})); };
+  CHECK_THROWS_WITH_AS(build(), doctest::Contains("POSEIDON_CUDNN_FIND"), Error);
+}
+
 TEST_CASE("CUDA Convolution rejects bad parameters with the CPU layer's messages") {
   expect_same_setup_error(conv_param(ConvCfg{.group = 3}), {1, 4, 5, 5});                   // does not divide 4 channels
   expect_same_setup_error(conv_param(ConvCfg{.num_output = 5, .group = 2}), {1, 4, 5, 5});  // does not divide num_output
@@ -234,6 +368,11 @@ TEST_CASE("CUDA Convolution gradients (double, on the GPU)") {
   SUBCASE("dilation, rectangular kernel, no bias") {
     const ConvCfg c{.num_output = 3, .kh = 2, .kw = 3, .pad_w = 1, .dil_h = 2, .dil_w = 2, .bias = false};
     expect_gpu_gradients<double>(conv_param(c), {random_tensor<double>({2, 2, 6, 5})});
+  }
+  SUBCASE("find mode") {
+    const ScopedEnv find("POSEIDON_CUDNN_FIND", "1");
+    const ConvCfg c{.num_output = 3, .pad_h = 1, .pad_w = 1, .group = 1};
+    expect_gpu_gradients<double>(conv_param(c), {random_tensor<double>({2, 2, 5, 4})});
   }
   SUBCASE("two bottoms") {
     expect_gpu_gradients<double>(conv_param(ConvCfg{.num_output = 2}, 2),

@@ -1,5 +1,6 @@
-// SoftmaxWithLoss and EuclideanLoss on CUDA against the CPU (normalisations, ignore_label, loss
-// weights, the probability top), label validation on the device, and gradients checked on the GPU.
+// SoftmaxWithLoss (probabilities by cuDNN) and EuclideanLoss on CUDA against the CPU (normalisations,
+// ignore_label, loss weights, the probability top, several axes), label validation on the device,
+// and gradients checked on the GPU.
 #include <doctest/doctest.h>
 #include <poseidon/core/error.hpp>
 #include <poseidon/layers/euclidean_loss.hpp>
@@ -68,6 +69,18 @@ TEST_CASE_TEMPLATE("CUDA SoftmaxWithLoss matches the CPU", T, float, double) {
     compare_with_cpu<T>(softmax_loss_param({}, -1), {random_tensor<T>({4, 3, 9}, -3, 3), labels<T>({4, 3}, 9)},
                         loss_eps<T>());
   }
+  SUBCASE("axis 2 of 4, with the probability top") {
+    compare_with_cpu<T>(softmax_loss_param({}, 2, true), {random_tensor<T>({2, 3, 6, 4}, -3, 3), labels<T>({2, 3, 4}, 6)},
+                        loss_eps<T>());
+  }
+  SUBCASE("axis 0") {
+    compare_with_cpu<T>(softmax_loss_param({}, 0), {random_tensor<T>({5, 3, 2}, -3, 3), labels<T>({3, 2}, 5)},
+                        loss_eps<T>());
+  }
+  SUBCASE("large logits do not overflow") {
+    compare_with_cpu<T>(softmax_loss_param(), {random_tensor<T>({8, 10}, -500, 500), labels<T>({8}, 10)},
+                        loss_eps<T>());
+  }
   SUBCASE("every label ignored: loss 0, not NaN") {
     Message m;
     m.set("ignore_label", 1);
@@ -99,12 +112,38 @@ TEST_CASE_TEMPLATE("CUDA EuclideanLoss matches the CPU", T, float, double) {
                       loss_eps<T>());
 }
 
+TEST_CASE_TEMPLATE("CUDA SoftmaxWithLoss takes its probabilities from cuDNN", T, float, double) {
+  auto score = to_gpu(random_tensor<T>({6, 5, 2}));
+  auto lab = to_gpu(labels<T>({6, 2}, 5));
+  Tensor<CUDA, T> loss;
+  auto layer = make_layer<CUDA, T>(softmax_loss_param());
+  GpuCtx ctx;
+  layer->setup(ctx, {&score, &lab}, {&loss});
+  auto* l = dynamic_cast<SoftmaxWithLossLayer<CUDA, T>*>(layer.get());
+  REQUIRE(l != nullptr);
+  CHECK(l->uses_cudnn());
+  layer->forward(ctx, {&score, &lab}, {&loss});
+  // Every distribution of the probabilities sums to 1.
+  const std::vector<T> p = l->prob().data_to_host();
+  for (std::size_t n = 0; n < 6; ++n)
+    for (std::size_t k = 0; k < 2; ++k) {
+      double sum = 0;
+      for (std::size_t c = 0; c < 5; ++c) sum += static_cast<double>(p[(n * 5 + c) * 2 + k]);
+      CHECK(sum == doctest::Approx(1.0).epsilon(1e-5));
+    }
+}
+
 TEST_CASE("CUDA loss gradients (double, on the GPU)") {
   SUBCASE("SoftmaxWithLoss") {
     Message m;
     m.set("ignore_label", 4);
     expect_gpu_gradients<double>(softmax_loss_param(m),
                                  {random_tensor<double>({3, 5, 2}, -2, 2), labels<double>({3, 2}, 5, 4, 4)},
+                                 [](auto& o) { o.bottoms = {0}; });
+  }
+  SUBCASE("SoftmaxWithLoss over axis 2") {
+    expect_gpu_gradients<double>(softmax_loss_param({}, 2),
+                                 {random_tensor<double>({2, 2, 4, 3}, -2, 2), labels<double>({2, 2, 3}, 4)},
                                  [](auto& o) { o.bottoms = {0}; });
   }
   SUBCASE("EuclideanLoss") {

@@ -1,9 +1,21 @@
-// BatchNorm on CUDA: one block per channel for the reductions (sums in double, as on the CPU),
-// elementwise kernels for the rest; the running averages are updated on the device as on the CPU.
+// BatchNorm on CUDA: cuDNN's spatial batch normalisation with Caffe's running statistics kept by
+// own kernels; own kernels throughout for what cuDNN cannot take (one value per channel, huge tensors).
 #pragma once
 
+#include <poseidon/core/context.hpp>
+#include <poseidon/core/tensor.hpp>
 #include <poseidon/layers/batch_norm.hpp>
+#include <poseidon/layers/cuda/cudnn_support.cuh>
 #include <poseidon/layers/cuda/kernel_support.cuh>
+#include <poseidon/layers/layer.hpp>
+#include <poseidon/layers/registry.hpp>
+#include <poseidon/math/blas.hpp>
+
+#include <cmath>
+#include <cstddef>
+#include <memory>
+#include <string_view>
+#include <vector>
 
 POSEIDON_NAMESPACE_BEGIN
 namespace detail {
@@ -116,7 +128,8 @@ __global__ void bn_backward_batch_kernel(std::size_t C, std::size_t S, std::size
 }
 }  // namespace gpu
 
-/// Same interface and arithmetic as BatchNormKernel<CPU, T>; every pointer is device memory.
+/// Same interface and arithmetic as BatchNormKernel<CPU, T>; every pointer is device memory. The
+/// layer runs its statistics bookkeeping on update_running's kernel and falls back to the rest.
 template <class T>
 struct BatchNormKernel<CUDA, T> {
   using Dims = BatchNormDims;
@@ -151,6 +164,218 @@ struct BatchNormKernel<CUDA, T> {
   }
 };
 }  // namespace detail
+
+namespace detail::gpu {
+/// Whether cuDNN can run a batch norm with these dimensions and eps: a describable tensor, eps at or
+/// above the library's CUDNN_BN_MIN_EPSILON (0 in cuDNN 9, 1e-5 in cuDNN 7), and, with batch
+/// statistics, at least two values per channel (cuDNN's unbiased running variance divides by m - 1;
+/// Caffe's correction is 1 there).
+inline bool cudnn_batch_norm_ok(const BatchNormDims& d, double eps, bool global) {
+  return cudnn_describable(d.count()) && eps >= CUDNN_BN_MIN_EPSILON && (global || d.N * d.S > 1);
+}
+}  // namespace detail::gpu
+
+/// The CUDA BatchNorm: the CPU layer's parameters, checks, blobs and Caffe's statistics, normalised
+/// by cuDNN in CUDNN_BATCHNORM_SPATIAL mode over the blob seen as N x C x S x 1, with a ones scale
+/// and a zeros bias (Caffe's layer has no affine part):
+/// - batch statistics: cudnnBatchNormalizationForwardTraining with exponentialAverageFactor 1 into
+///   zeroed buffers, which leaves there exactly this batch's mean and unbiased (m / (m - 1))
+///   variance; Caffe's running sums (mean_sum = mean + f mean_sum, var_sum = unbiased var + f
+///   var_sum, factor = f factor + 1) are then updated from them by the kernel the CPU-equivalent path
+///   uses. cuDNN's own moving average (a convex blend) cannot express Caffe's unnormalised sums.
+///   Backward is cudnnBatchNormalizationBackward with the saved mean and inverse std.
+/// - stored statistics: mean and variance are the blobs divided by the factor (own kernel), then
+///   cudnnBatchNormalizationForwardInference; backward is dy / sqrt(var + eps), an own elementwise
+///   kernel (cuDNN's backward assumes batch statistics).
+/// Where cuDNN cannot run (see cudnn_batch_norm_ok), the BatchNormKernel<CUDA, T> functions above do
+/// the CPU's arithmetic. Training keeps a copy of the bottom (cuDNN's backward needs x, which an
+/// in-place layer overwrites), the memory the CPU layer spends on x_norm.
+template <class T>
+class BatchNormLayer<CUDA, T> final : public Layer<CUDA, T> {
+  using Base = Layer<CUDA, T>;
+  using Kernel = detail::BatchNormKernel<CUDA, T>;
+
+ public:
+  using typename Base::Context;
+  using typename Base::Vec;
+
+  explicit BatchNormLayer(const LayerParameter& p)
+      : Base(p),
+        bp_(BatchNormParam::from_message(p.sub("batch_norm_param"), p.describe() + " batch_norm_param")) {}
+  BatchNormLayer(const LayerParameter& p, BatchNormParam bp) : Base(p), bp_(bp) {}
+
+  [[nodiscard]] std::string_view type() const override { return "BatchNorm"; }
+  [[nodiscard]] int exact_num_bottom() const override { return 1; }
+  [[nodiscard]] int exact_num_top() const override { return 1; }
+  [[nodiscard]] bool supports_in_place() const override { return true; }
+  [[nodiscard]] const BatchNormParam& batch_norm_param() const { return bp_; }
+  /// Whether the stored statistics (blobs 0..2) normalise, rather than the batch's own.
+  [[nodiscard]] bool use_global_stats() const { return use_global_stats_; }
+  /// Whether the current shape runs on cuDNN (false: the own kernels).
+  [[nodiscard]] bool uses_cudnn() const { return cudnn_; }
+
+  void reshape(const Vec& bottom, const Vec& top) override {
+    const auto& b = *bottom[0];
+    this->check_axes(b, 0, 1);
+    const int c = channels_of(b);
+    this->check(c == channels_, "bottom '", this->name_of_bottom(0), "' of shape ", b.shape().str(), " has ", c,
+                " channels; the layer was set up for ", channels_);
+    dims_ = {static_cast<std::size_t>(b.shape(0)), static_cast<std::size_t>(channels_),
+             b.num_axes() > 2 ? b.count(2) : std::size_t{1}};
+    if (top[0] != bottom[0]) top[0]->reshape(b.shape());
+    cudnn_ = detail::gpu::cudnn_batch_norm_ok(dims_, bp_.eps, use_global_stats_);
+    if (!use_global_stats_) (cudnn_ ? saved_x_ : x_norm_).reshape(b.shape());
+    if (cudnn_ && !same_dims(dims_, desc_dims_)) {
+      detail::gpu::set_tensor_4d<T>(x_desc_->get(), dims_.N, dims_.C, dims_.S, 1);
+      // 1 x C x 1 x 1, of float for float data and double for double.
+      POSEIDON_CUDNN_CHECK(cudnnDeriveBNTensorDescriptor(bn_desc_->get(), x_desc_->get(), CUDNN_BATCHNORM_SPATIAL));
+      desc_dims_ = dims_;
+    }
+  }
+
+ protected:
+  void layer_setup(Context& ctx, const Vec& bottom, const Vec&) override {
+    const double f = bp_.moving_average_fraction, eps = bp_.eps;
+    this->check(f >= 0 && f <= 1, "batch_norm_param moving_average_fraction must be in [0, 1], got ", f);
+    this->check(eps > 0 && std::isfinite(eps), "batch_norm_param eps must be positive, got ", eps);
+    this->check_axes(*bottom[0], 0, 1);
+    use_global_stats_ = bp_.use_global_stats.value_or(this->param_.phase == Phase::test);
+    channels_ = channels_of(*bottom[0]);
+    const Shape per_channel{channels_};
+    if (this->blobs_.empty()) {
+      // Tensors start zeroed: no statistics seen yet (factor 0).
+      this->blobs_.push_back(std::make_shared<Tensor<CUDA, T>>(per_channel));
+      this->blobs_.push_back(std::make_shared<Tensor<CUDA, T>>(per_channel));
+      this->blobs_.push_back(std::make_shared<Tensor<CUDA, T>>(Shape{1}));
+    } else {
+      this->check(this->blobs_.size() == 3, "expects 3 blobs (mean, variance, moving-average factor), got ",
+                  this->blobs_.size());
+      this->check(this->blobs_[0]->shape() == per_channel && this->blobs_[1]->shape() == per_channel &&
+                      this->blobs_[2]->count() == 1,
+                  "preset blobs of shapes ", this->blobs_[0]->shape().str(), ", ", this->blobs_[1]->shape().str(),
+                  ", ", this->blobs_[2]->shape().str(), " do not match ", channels_, " channels");
+    }
+    // The statistics are state, not parameters: the solver must never move them (Caffe forces
+    // lr_mult 0), and backward never writes their diffs.
+    auto& specs = this->param_.param;
+    for (std::size_t i = 0; i < 3; ++i) {
+      if (specs.size() <= i) {
+        specs.push_back(ParamSpec{"", 0.0f, 0.0f});
+      } else {
+        this->check(specs[i].lr_mult == 0.0f, "param ", i, " has lr_mult ", specs[i].lr_mult,
+                    "; batch normalization statistics cannot be learned (lr_mult must be 0)");
+      }
+      this->set_param_propagate_down(i, false);
+    }
+    mean_.reshape(per_channel);
+    variance_.reshape(per_channel);
+    inv_std_.reshape(per_channel);
+    for (auto* t : {&ones_, &zeros_, &run_mean_, &run_var_, &dscale_, &dbias_}) t->reshape(per_channel);
+    math::set(ctx, static_cast<std::size_t>(channels_), T(1), ones_.data());
+    math::set(ctx, static_cast<std::size_t>(channels_), T(0), zeros_.data());
+    x_desc_ = std::make_unique<detail::gpu::CudnnTensorDesc>();
+    bn_desc_ = std::make_unique<detail::gpu::CudnnTensorDesc>();
+    desc_dims_ = {};
+  }
+
+  void forward_impl(Context& ctx, const Vec& bottom, const Vec& top) override {
+    if (dims_.count() == 0) return;
+    if (!cudnn_) return forward_kernels(bottom, top);
+    auto& blobs = this->blobs_;
+    const cudnnHandle_t h = ctx.cudnn();
+    const detail::gpu::CudnnScalar<T> one = 1, zero = 0;
+    const std::size_t c = dims_.C;
+    if (use_global_stats_) {
+      Kernel::global_stats(dims_, blobs[0]->data(), blobs[1]->data(), blobs[2]->data(), mean_.data(),
+                           variance_.data());
+      Kernel::inverse_std(dims_, variance_.data(), bp_.eps, inv_std_.data());  // for backward
+      // Elementwise (each y from its own x), so an in-place bottom is read before it is written.
+      POSEIDON_CUDNN_CHECK(cudnnBatchNormalizationForwardInference(
+          h, CUDNN_BATCHNORM_SPATIAL, &one, &zero, x_desc_->get(), bottom[0]->data(), x_desc_->get(),
+          top[0]->data(), bn_desc_->get(), ones_.data(), zeros_.data(), mean_.data(), variance_.data(), bp_.eps));
+      return;
+    }
+    // The bottom is kept for backward; normalising from the copy also keeps cuDNN's x and y apart in place.
+    math::copy(ctx, dims_.count(), bottom[0]->data(), saved_x_.data());
+    // Factor 1 into zeroed buffers: running = 0 * 0 + 1 * batch, this batch's statistics exactly.
+    math::set(ctx, c, T(0), run_mean_.data());
+    math::set(ctx, c, T(0), run_var_.data());
+    POSEIDON_CUDNN_CHECK(cudnnBatchNormalizationForwardTraining(
+        h, CUDNN_BATCHNORM_SPATIAL, &one, &zero, x_desc_->get(), saved_x_.data(), x_desc_->get(), top[0]->data(),
+        bn_desc_->get(), ones_.data(), zeros_.data(), 1.0, run_mean_.data(), run_var_.data(), bp_.eps,
+        mean_.data(), inv_std_.data()));
+    // cuDNN's running variance is already the unbiased m / (m - 1) one: correction 1 here.
+    detail::gpu::bn_update_running_kernel<T>
+        <<<detail::gpu::grid_for(c), detail::gpu::block_threads, 0, ctx.stream()>>>(
+            c, 1.0, bp_.moving_average_fraction, mean_.data(), run_var_.data(), blobs[0]->data(), blobs[1]->data(),
+            blobs[2]->data());
+    POSEIDON_CUDA_CHECK(cudaGetLastError());
+  }
+
+  void backward_impl(Context& ctx, const Vec& top, const std::vector<bool>& propagate_down,
+                     const Vec& bottom) override {
+    if (!propagate_down[0] || dims_.count() == 0) return;
+    if (use_global_stats_) {
+      // The statistics are constants: dx = dy * inv_std, elementwise (dy may alias dx).
+      Kernel::backward_global(dims_, top[0]->diff(), inv_std_.data(), bottom[0]->diff());
+      return;
+    }
+    if (!cudnn_) {
+      Kernel::backward_batch(dims_, top[0]->diff(), x_norm_.data(), inv_std_.data(), bottom[0]->diff());
+      return;
+    }
+    const T* dy = top[0]->diff();
+    T* dx = bottom[0]->diff();
+    if (dy == dx) {
+      // cuDNN does not document dy == dx for batch norm: the reductions read all of dy.
+      dy_aside_.reshape(bottom[0]->shape());
+      math::copy(ctx, dims_.count(), dy, dy_aside_.data());
+      dy = dy_aside_.data();
+    }
+    const detail::gpu::CudnnScalar<T> one = 1, zero = 0;
+    // dscale_/dbias_ receive the gradients of the ones scale and zeros bias, which Caffe's layer has not.
+    POSEIDON_CUDNN_CHECK(cudnnBatchNormalizationBackward(
+        ctx.cudnn(), CUDNN_BATCHNORM_SPATIAL, &one, &zero, &one, &zero, x_desc_->get(), saved_x_.data(),
+        x_desc_->get(), dy, x_desc_->get(), dx, bn_desc_->get(), ones_.data(), dscale_.data(), dbias_.data(),
+        bp_.eps, mean_.data(), inv_std_.data()));
+  }
+
+ private:
+  [[nodiscard]] static int channels_of(const Tensor<CUDA, T>& t) { return t.num_axes() == 1 ? 1 : t.shape(1); }
+  [[nodiscard]] static bool same_dims(const detail::BatchNormDims& a, const detail::BatchNormDims& b) {
+    return a.N == b.N && a.C == b.C && a.S == b.S;
+  }
+
+  // The CPU layer's forward on the own kernels (shapes or eps cuDNN cannot take).
+  void forward_kernels(const Vec& bottom, const Vec& top) {
+    auto& blobs = this->blobs_;
+    if (use_global_stats_) {
+      Kernel::global_stats(dims_, blobs[0]->data(), blobs[1]->data(), blobs[2]->data(), mean_.data(),
+                           variance_.data());
+    } else {
+      Kernel::batch_stats(dims_, bottom[0]->data(), mean_.data(), variance_.data());
+      Kernel::update_running(dims_, mean_.data(), variance_.data(), bp_.moving_average_fraction, blobs[0]->data(),
+                             blobs[1]->data(), blobs[2]->data());
+    }
+    Kernel::inverse_std(dims_, variance_.data(), bp_.eps, inv_std_.data());
+    Kernel::normalize(dims_, bottom[0]->data(), mean_.data(), inv_std_.data(), top[0]->data(),
+                      use_global_stats_ ? nullptr : x_norm_.data());
+  }
+
+  BatchNormParam bp_;
+  bool use_global_stats_ = false;
+  bool cudnn_ = false;
+  int channels_ = 0;
+  detail::BatchNormDims dims_, desc_dims_;
+  Tensor<CUDA, T> mean_, variance_, inv_std_;  // of the last forward: batch or global statistics
+  Tensor<CUDA, T> x_norm_;                     // own kernels' backward input
+  Tensor<CUDA, T> saved_x_;                    // cuDNN's backward input: the bottom of the last forward
+  Tensor<CUDA, T> dy_aside_;                   // the top diff of an in-place backward
+  Tensor<CUDA, T> ones_, zeros_;               // cuDNN's scale and bias
+  Tensor<CUDA, T> run_mean_, run_var_;         // cuDNN's "running" outputs: one batch's statistics
+  Tensor<CUDA, T> dscale_, dbias_;             // cuDNN's scale and bias gradients, unused
+  std::unique_ptr<detail::gpu::CudnnTensorDesc> x_desc_, bn_desc_;
+};
 
 POSEIDON_REGISTER_LAYER_CUDA("BatchNorm", BatchNormLayer)
 

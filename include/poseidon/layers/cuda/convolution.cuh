@@ -1,5 +1,5 @@
 // Convolution on CUDA: cuDNN's forward, backward-data and backward-filter with algorithms chosen once
-// per input shape under a workspace limit; included from convolution.hpp only under nvcc.
+// per input shape (heuristics, or timed by find mode) under a workspace limit; nvcc only.
 #pragma once
 
 #include <poseidon/core/config.hpp>
@@ -11,6 +11,7 @@
 #include <poseidon/core/memory.hpp>
 #include <poseidon/core/tensor.hpp>
 #include <poseidon/layers/convolution.hpp>
+#include <poseidon/layers/cuda/cudnn_support.cuh>
 #include <poseidon/layers/cuda/kernel_support.cuh>
 #include <poseidon/layers/layer.hpp>
 #include <poseidon/layers/registry.hpp>
@@ -35,7 +36,7 @@ POSEIDON_NAMESPACE_BEGIN
 
 /// How the CUDA convolution chooses its cuDNN algorithms. Set per layer with
 /// ConvolutionLayer<CUDA, T>::set_cudnn_options; nets built from prototxt take the defaults, whose
-/// workspace limit POSEIDON_CUDNN_WORKSPACE_MB overrides.
+/// workspace limit POSEIDON_CUDNN_WORKSPACE_MB and find mode POSEIDON_CUDNN_FIND override.
 struct ConvolutionCudnnOptions {
   static constexpr std::size_t default_workspace_limit = std::size_t(64) << 20;
 
@@ -47,10 +48,21 @@ struct ConvolutionCudnnOptions {
   /// float only: allow TF32 tensor cores (Ampere and later), about 1e-3 relative error per
   /// product instead of float's 6e-8. Off: cuDNN is held to FMA kernels (CUDNN_FMA_MATH).
   bool allow_tf32 = false;
+  /// Time the candidates with cudnnFind*AlgorithmEx (once per input shape, on scratch outputs)
+  /// instead of taking the heuristics' ranking; the same filters (math type, determinism,
+  /// workspace limit) apply to the measured ranking. Costs a few runs of every algorithm at each
+  /// new shape and, for that moment, scratch of the workspace limit plus the output sizes.
+  bool find = false;
 
-  /// The defaults, with the workspace limit from POSEIDON_CUDNN_WORKSPACE_MB when it is set.
+  /// The defaults, with the workspace limit from POSEIDON_CUDNN_WORKSPACE_MB and find mode from
+  /// POSEIDON_CUDNN_FIND (1 on, 0 or empty off) when they are set.
   static ConvolutionCudnnOptions from_env() {
     ConvolutionCudnnOptions o;
+    if (const char* f = std::getenv("POSEIDON_CUDNN_FIND"); f && *f) {
+      const std::string_view v(f);
+      POSEIDON_CHECK(v == "0" || v == "1", "POSEIDON_CUDNN_FIND='", v, "' must be 0 or 1");
+      o.find = v == "1";
+    }
     if (const char* mb = std::getenv("POSEIDON_CUDNN_WORKSPACE_MB"); mb && *mb) {
       char* end = nullptr;
       errno = 0;
@@ -64,32 +76,6 @@ struct ConvolutionCudnnOptions {
 };
 
 namespace detail::gpu {
-
-template <class T>
-inline constexpr cudnnDataType_t cudnn_data_type = std::is_same_v<T, double> ? CUDNN_DATA_DOUBLE : CUDNN_DATA_FLOAT;
-
-/// Owns one cuDNN descriptor (created on construction, destroyed with the object).
-template <class H, cudnnStatus_t (*Create)(H*), cudnnStatus_t (*Destroy)(H)>
-class CudnnDescriptor {
- public:
-  CudnnDescriptor() { POSEIDON_CUDNN_CHECK(Create(&h_)); }
-  ~CudnnDescriptor() {
-    if (h_) (void)Destroy(h_);
-  }
-  CudnnDescriptor(const CudnnDescriptor&) = delete;
-  CudnnDescriptor& operator=(const CudnnDescriptor&) = delete;
-  [[nodiscard]] H get() const { return h_; }
-
- private:
-  H h_ = nullptr;
-};
-
-using CudnnTensorDesc =
-    CudnnDescriptor<cudnnTensorDescriptor_t, &cudnnCreateTensorDescriptor, &cudnnDestroyTensorDescriptor>;
-using CudnnFilterDesc =
-    CudnnDescriptor<cudnnFilterDescriptor_t, &cudnnCreateFilterDescriptor, &cudnnDestroyFilterDescriptor>;
-using CudnnConvDesc = CudnnDescriptor<cudnnConvolutionDescriptor_t, &cudnnCreateConvolutionDescriptor,
-                                      &cudnnDestroyConvolutionDescriptor>;
 
 /// db[c] += the sum of dy over samples and positions of channel c: one block per channel, summed
 /// in double in an order fixed by the block shape (the same bits on every run).
@@ -120,13 +106,14 @@ class ConvolutionLayer<CUDA, T> final : public Layer<CUDA, T> {
   using typename Base::Context;
   using typename Base::Vec;
 
-  /// One chosen cuDNN algorithm: its id, the math type it runs with, its workspace and whether its
-  /// results are reproducible bit for bit.
+  /// One chosen cuDNN algorithm: its id, the math type it runs with, its workspace, whether its
+  /// results are reproducible bit for bit, and (find mode) the milliseconds cuDNN measured.
   struct Choice {
     int algo = -1;
     cudnnMathType_t math = CUDNN_DEFAULT_MATH;
     std::size_t workspace = 0;
     bool deterministic = true;
+    float time_ms = -1;  // -1: chosen by the heuristics, not timed
   };
   struct Algorithms {
     Choice forward, backward_data, backward_filter;
@@ -252,7 +239,7 @@ class ConvolutionLayer<CUDA, T> final : public Layer<CUDA, T> {
 
   void forward_impl(Context& ctx, const Vec& bottom, const Vec& top) override {
     if (num_ == 0) return;
-    const Algorithms& a = algorithms_for(ctx);
+    const Algorithms& a = algorithms_for(ctx, bottom[0]->data());
     const cudnnHandle_t h = ctx.cudnn();
     const T one = T(1), zero = T(0);
     for (std::size_t i = 0; i < bottom.size(); ++i) {
@@ -275,7 +262,7 @@ class ConvolutionLayer<CUDA, T> final : public Layer<CUDA, T> {
     bool any = dw || db;
     for (std::size_t i = 0; i < bottom.size(); ++i) any = any || propagate_down[i];
     if (!any) return;
-    const Algorithms& a = algorithms_for(ctx);
+    const Algorithms& a = algorithms_for(ctx, bottom[0]->data());
     const cudnnHandle_t h = ctx.cudnn();
     const T one = T(1), zero = T(0);
     const std::size_t plane = static_cast<std::size_t>(out_h_) * static_cast<std::size_t>(out_w_);
@@ -315,11 +302,12 @@ class ConvolutionLayer<CUDA, T> final : public Layer<CUDA, T> {
   void set_math(const Choice& c) const { POSEIDON_CUDNN_CHECK(cudnnSetConvolutionMathType(conv_desc_->get(), c.math)); }
 
   // The algorithms for the current shape: from the cache, or chosen now (once per shape) and the
-  // workspace grown to fit them, so the steady state allocates nothing.
-  const Algorithms& algorithms_for(Context& ctx) {
+  // workspace grown to fit them, so the steady state allocates nothing. x: a bottom of that shape
+  // (find mode runs the candidates on it).
+  const Algorithms& algorithms_for(Context& ctx, const T* x) {
     if (current_) return *current_;
     auto it = cache_.find(key_);
-    if (it == cache_.end()) it = cache_.emplace(key_, choose(ctx)).first;
+    if (it == cache_.end()) it = cache_.emplace(key_, opt_.find ? find(ctx, x) : choose(ctx)).first;
     current_ = &it->second;
     if (current_->workspace() > workspace_.bytes()) {
       // Work queued on the old workspace must finish before it is freed (a caching allocator
@@ -333,8 +321,10 @@ class ConvolutionLayer<CUDA, T> final : public Layer<CUDA, T> {
 
   // Walks cuDNN's ranked candidates (fastest first): a successful one whose math type is allowed
   // and whose workspace fits the limit, deterministic ones first when asked, any other next.
+  // Find mode passes timed results, whose times are recorded in the choice.
   template <class Perf, class Workspace>
-  Choice pick(const char* pass, const std::vector<Perf>& perf, int returned, Workspace&& workspace_of) const {
+  Choice pick(const char* pass, const std::vector<Perf>& perf, int returned, Workspace&& workspace_of,
+              bool timed = false) const {
     const cudnnMathType_t qm = query_math();
     for (int pass_no = 0; pass_no < 2; ++pass_no) {
       const bool want_det = opt_.deterministic && pass_no == 0;
@@ -350,6 +340,7 @@ class ConvolutionLayer<CUDA, T> final : public Layer<CUDA, T> {
         c.algo = static_cast<int>(p.algo);
         c.math = qm == CUDNN_FMA_MATH ? CUDNN_FMA_MATH : p.mathType;
         c.deterministic = det;
+        if (timed) c.time_ms = p.time;
         set_math(c);
         std::size_t bytes = 0;
         if (!workspace_of(p.algo, bytes) || bytes > opt_.workspace_limit) continue;
@@ -402,6 +393,86 @@ class ConvolutionLayer<CUDA, T> final : public Layer<CUDA, T> {
                    CUDNN_STATUS_SUCCESS;
           });
     }
+    return a;
+  }
+
+  // Find mode: cuDNN runs every candidate that fits the workspace limit on real inputs (the bottom x
+  // and the weights; a zeroed top-sized gradient) into scratch outputs, so the top, the bottom
+  // diff and the accumulated weight diff are never touched; the timed ranking then goes through
+  // the same pick() as the heuristics' (allowed math type, deterministic first, workspace limit).
+  Algorithms find(Context& ctx, const T* x) {
+    const cudnnHandle_t h = ctx.cudnn();
+    cudnnConvolutionDescriptor_t conv = conv_desc_->get();
+    cudnnTensorDescriptor_t xd = x_desc_->get(), yd = y_desc_->get();
+    cudnnFilterDescriptor_t wd = w_desc_->get();
+    const T* w = this->blobs_[0]->data();
+    const std::size_t x_bytes = static_cast<std::size_t>(num_) * static_cast<std::size_t>(channels_) *
+                                static_cast<std::size_t>(key_[1]) * static_cast<std::size_t>(key_[2]) * sizeof(T);
+    const std::size_t y_bytes = static_cast<std::size_t>(num_) * static_cast<std::size_t>(cp_.num_output) *
+                                static_cast<std::size_t>(out_h_) * static_cast<std::size_t>(out_w_) * sizeof(T);
+    const std::size_t w_bytes = this->blobs_[0]->count() * sizeof(T);
+    // Work queued on the layer's own workspace must not overlap the search's allocations.
+    ctx.synchronize();
+    Buffer<CUDA> dy(y_bytes), out(std::max({x_bytes, y_bytes, w_bytes}));
+    // The search's workspace: the limit, but no more than half the free device memory (a limit
+    // set high to mean "no limit" must not fail the allocation); candidates needing more are
+    // reported unrun and skipped.
+    std::size_t free_bytes = 0, total_bytes = 0;
+    POSEIDON_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+    const std::size_t search_bytes = std::min(opt_.workspace_limit, free_bytes / 2);
+    Buffer<CUDA> scratch;
+    if (search_bytes > 0) scratch = Buffer<CUDA>(search_bytes);
+    POSEIDON_CUDA_CHECK(cudaMemsetAsync(dy.get(), 0, y_bytes, ctx.stream()));
+    Algorithms a;
+    {
+      POSEIDON_CUDNN_CHECK(cudnnSetConvolutionMathType(conv, query_math()));
+      int count = 0, returned = 0;
+      POSEIDON_CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithmMaxCount(h, &count));
+      std::vector<cudnnConvolutionFwdAlgoPerf_t> perf(static_cast<std::size_t>(std::max(count, 1)));
+      POSEIDON_CUDNN_CHECK(cudnnFindConvolutionForwardAlgorithmEx(h, xd, x, wd, w, conv, yd, out.get(), count,
+                                                                  &returned, perf.data(), scratch.get(),
+                                                                  scratch.bytes()));
+      a.forward = pick(
+          "forward", perf, returned,
+          [&](cudnnConvolutionFwdAlgo_t algo, std::size_t& bytes) {
+            return cudnnGetConvolutionForwardWorkspaceSize(h, xd, wd, conv, yd, algo, &bytes) == CUDNN_STATUS_SUCCESS;
+          },
+          true);
+    }
+    {
+      POSEIDON_CUDNN_CHECK(cudnnSetConvolutionMathType(conv, query_math()));
+      int count = 0, returned = 0;
+      POSEIDON_CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithmMaxCount(h, &count));
+      std::vector<cudnnConvolutionBwdDataAlgoPerf_t> perf(static_cast<std::size_t>(std::max(count, 1)));
+      POSEIDON_CUDNN_CHECK(cudnnFindConvolutionBackwardDataAlgorithmEx(h, wd, w, yd, dy.get(), conv, xd, out.get(),
+                                                                       count, &returned, perf.data(), scratch.get(),
+                                                                       scratch.bytes()));
+      a.backward_data = pick(
+          "backward-data", perf, returned,
+          [&](cudnnConvolutionBwdDataAlgo_t algo, std::size_t& bytes) {
+            return cudnnGetConvolutionBackwardDataWorkspaceSize(h, wd, yd, conv, xd, algo, &bytes) ==
+                   CUDNN_STATUS_SUCCESS;
+          },
+          true);
+    }
+    {
+      POSEIDON_CUDNN_CHECK(cudnnSetConvolutionMathType(conv, query_math()));
+      int count = 0, returned = 0;
+      POSEIDON_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithmMaxCount(h, &count));
+      std::vector<cudnnConvolutionBwdFilterAlgoPerf_t> perf(static_cast<std::size_t>(std::max(count, 1)));
+      POSEIDON_CUDNN_CHECK(cudnnFindConvolutionBackwardFilterAlgorithmEx(h, xd, x, yd, dy.get(), conv, wd,
+                                                                         out.get(), count, &returned, perf.data(),
+                                                                         scratch.get(), scratch.bytes()));
+      a.backward_filter = pick(
+          "backward-filter", perf, returned,
+          [&](cudnnConvolutionBwdFilterAlgo_t algo, std::size_t& bytes) {
+            return cudnnGetConvolutionBackwardFilterWorkspaceSize(h, xd, yd, conv, wd, algo, &bytes) ==
+                   CUDNN_STATUS_SUCCESS;
+          },
+          true);
+    }
+    // The scratch is freed on return: the searches' kernels must be done with it.
+    ctx.synchronize();
     return a;
   }
 

@@ -1,9 +1,20 @@
-// Softmax on CUDA: one thread per distribution (outer x inner), reading the channels in the
-// CPU's order so that both devices round alike; coalesced across threads when inner > 1.
+// Softmax on CUDA: cuDNN's accurate channel-mode softmax over the blob seen as outer x channels x
+// inner x 1; own per-distribution kernels for tensors beyond cuDNN's int sizes.
 #pragma once
 
+#include <poseidon/core/context.hpp>
+#include <poseidon/core/tensor.hpp>
+#include <poseidon/layers/cuda/cudnn_support.cuh>
 #include <poseidon/layers/cuda/kernel_support.cuh>
+#include <poseidon/layers/layer.hpp>
+#include <poseidon/layers/registry.hpp>
 #include <poseidon/layers/softmax.hpp>
+#include <poseidon/math/blas.hpp>
+
+#include <cstddef>
+#include <memory>
+#include <string_view>
+#include <vector>
 
 POSEIDON_NAMESPACE_BEGIN
 namespace detail {
@@ -49,8 +60,9 @@ struct SoftmaxBackwardOp {
 };
 }  // namespace gpu
 
-/// Same interface as SoftmaxKernel<CPU, T>; the scratch buffer is not needed here (each thread
-/// keeps its running max, sum and dot in registers).
+/// Same interface as SoftmaxKernel<CPU, T>, for the tensors cuDNN cannot describe: one thread per
+/// distribution (its running max, sum and dot in registers, so no scratch), reading the channels
+/// in the CPU's order; coalesced across threads when inner > 1.
 template <class T>
 struct SoftmaxKernel<CUDA, T> {
   static void forward(std::size_t outer, std::size_t channels, std::size_t inner, const T* x, T* y, T* /*scratch*/) {
@@ -62,6 +74,125 @@ struct SoftmaxKernel<CUDA, T> {
   }
 };
 }  // namespace detail
+
+namespace detail::gpu {
+/// Caffe's softmax over one axis as cuDNN sees it: the blob as outer x channels x inner x 1
+/// (N, C, H, W), CUDNN_SOFTMAX_MODE_CHANNEL normalising over C for every (N, H), with
+/// CUDNN_SOFTMAX_ACCURATE subtracting each distribution's maximum first, as the CPU does.
+template <class T>
+class CudnnSoftmax {
+ public:
+  /// Describes the tensor; false (and nothing set) when cuDNN cannot take it.
+  bool set(std::size_t outer, std::size_t channels, std::size_t inner) {
+    if (!cudnn_describable(outer * channels * inner)) return false;
+    if (!desc_) desc_ = std::make_unique<CudnnTensorDesc>();
+    if (outer != dims_[0] || channels != dims_[1] || inner != dims_[2]) {
+      set_tensor_4d<T>(desc_->get(), outer, channels, inner, 1);
+      dims_[0] = outer, dims_[1] = channels, dims_[2] = inner;
+    }
+    return true;
+  }
+  /// y = softmax(x); x must not alias y (callers copy an in-place input aside first).
+  void forward(cudnnHandle_t h, const T* x, T* y) const {
+    const CudnnScalar<T> one = 1, zero = 0;
+    POSEIDON_CUDNN_CHECK(cudnnSoftmaxForward(h, CUDNN_SOFTMAX_ACCURATE, CUDNN_SOFTMAX_MODE_CHANNEL, &one,
+                                             desc_->get(), x, &zero, desc_->get(), y));
+  }
+  /// dx = (dy - <dy, y>) y per distribution; dy must not alias dx.
+  void backward(cudnnHandle_t h, const T* y, const T* dy, T* dx) const {
+    const CudnnScalar<T> one = 1, zero = 0;
+    POSEIDON_CUDNN_CHECK(cudnnSoftmaxBackward(h, CUDNN_SOFTMAX_ACCURATE, CUDNN_SOFTMAX_MODE_CHANNEL, &one,
+                                              desc_->get(), y, desc_->get(), dy, &zero, desc_->get(), dx));
+  }
+
+ private:
+  std::unique_ptr<CudnnTensorDesc> desc_;
+  std::size_t dims_[3] = {0, 0, 0};
+};
+}  // namespace detail::gpu
+
+/// The CUDA Softmax: the CPU layer's parameter, axis rule and checks, run by cudnnSoftmaxForward/
+/// Backward on ctx.stream(); the per-distribution kernels above remain for tensors of more than
+/// INT_MAX values. cuDNN does not document x == y (or dy == dx) as allowed for softmax, so an
+/// in-place pass first copies its input aside into a scratch tensor of the blob's size.
+template <class T>
+class SoftmaxLayer<CUDA, T> final : public Layer<CUDA, T> {
+  using Base = Layer<CUDA, T>;
+  using Kernel = detail::SoftmaxKernel<CUDA, T>;
+
+ public:
+  using typename Base::Context;
+  using typename Base::Vec;
+
+  explicit SoftmaxLayer(const LayerParameter& p)
+      : Base(p), sp_(SoftmaxParam::from_message(p.sub("softmax_param"), p.describe() + " softmax_param")) {}
+  SoftmaxLayer(const LayerParameter& p, SoftmaxParam sp) : Base(p), sp_(sp) {}
+
+  [[nodiscard]] std::string_view type() const override { return "Softmax"; }
+  [[nodiscard]] int exact_num_bottom() const override { return 1; }
+  [[nodiscard]] int exact_num_top() const override { return 1; }
+  [[nodiscard]] bool supports_in_place() const override { return true; }
+  [[nodiscard]] const SoftmaxParam& softmax_param() const { return sp_; }
+  /// The canonical softmax axis for the current bottom (valid after setup).
+  [[nodiscard]] int axis() const { return axis_; }
+  /// Whether the passes run on cuDNN (every non-empty tensor of at most INT_MAX values).
+  [[nodiscard]] bool uses_cudnn() const { return cudnn_; }
+
+  void reshape(const Vec& bottom, const Vec& top) override {
+    const auto& b = *bottom[0];
+    const int n = b.num_axes();
+    this->check(sp_.axis >= -n && sp_.axis < n, "softmax_param axis ", sp_.axis, " is out of range for bottom '",
+                this->name_of_bottom(0), "' of shape ", b.shape().str());
+    axis_ = sp_.axis < 0 ? sp_.axis + n : sp_.axis;
+    outer_ = b.count(0, axis_);
+    channels_ = static_cast<std::size_t>(b.shape(axis_));
+    inner_ = b.count(axis_ + 1);
+    if (top[0] != bottom[0]) top[0]->reshape(b.shape());
+    cudnn_ = softmax_.set(outer_, channels_, inner_);
+  }
+
+ protected:
+  void forward_impl(Context& ctx, const Vec& bottom, const Vec& top) override {
+    const std::size_t count = outer_ * channels_ * inner_;
+    if (count == 0) return;
+    const T* x = bottom[0]->data();
+    T* y = top[0]->data();
+    if (!cudnn_) {
+      Kernel::forward(outer_, channels_, inner_, x, y, nullptr);
+      return;
+    }
+    softmax_.forward(ctx.cudnn(), aside(ctx, x, y, count), y);
+  }
+
+  void backward_impl(Context& ctx, const Vec& top, const std::vector<bool>& propagate_down,
+                     const Vec& bottom) override {
+    const std::size_t count = outer_ * channels_ * inner_;
+    if (!propagate_down[0] || count == 0) return;
+    const T* dy = top[0]->diff();
+    T* dx = bottom[0]->diff();
+    if (!cudnn_) {
+      Kernel::backward(outer_, channels_, inner_, top[0]->data(), dy, dx, nullptr);
+      return;
+    }
+    softmax_.backward(ctx.cudnn(), top[0]->data(), aside(ctx, dy, dx, count), dx);
+  }
+
+ private:
+  // in itself, or (when it aliases out) a copy of it in scratch_.
+  const T* aside(Context& ctx, const T* in, const T* out, std::size_t count) {
+    if (in != out) return in;
+    if (scratch_.count() != count) scratch_.reshape(Shape{static_cast<int>(count)});
+    math::copy(ctx, count, in, scratch_.data());
+    return scratch_.data();
+  }
+
+  SoftmaxParam sp_;
+  int axis_ = 0;
+  std::size_t outer_ = 0, channels_ = 0, inner_ = 0;
+  bool cudnn_ = false;
+  detail::gpu::CudnnSoftmax<T> softmax_;
+  Tensor<CUDA, T> scratch_;  // the input of an in-place pass
+};
 
 POSEIDON_REGISTER_LAYER_CUDA("Softmax", SoftmaxLayer)
 
