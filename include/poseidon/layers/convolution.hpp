@@ -371,12 +371,13 @@ class ConvolutionLayer final : public Layer<D, T> {
   // When samples share one GEMM (measured with OpenBLAS 0.3.21 on AVX2 and AVX-512 machines):
   // planes above 16x16 (AlexNet conv1/conv2, LeNet conv1) gain nothing and are done one sample
   // at a time; smaller planes are batched until the GEMM spans columns_per_thread columns per
-  // thread, with at most column_bytes_per_thread of column buffer per thread. With one thread a
-  // few samples suffice (13x13: 2-4; wider loses once the buffer leaves the cache); with two,
-  // wider GEMMs split better (AlexNet conv3-5: +15-30% from 1 to 8-16 samples).
+  // thread, with at most column_bytes_per_thread of column buffer per thread: past that the
+  // buffer leaves the cache. AlexNet conv3-5 at batch 32, % of sgemm peak with 1, 2, 3 samples per
+  // GEMM: 1 thread 90-93 / 83-87 / 75-88; 2 threads (a thread per share of samples) 91 / 84-86 /
+  // 79-80, and conv5 69-78% at the 3 that an 8 MB budget allowed, against 83% at 1.
   static constexpr std::size_t small_plane = 256;
   static constexpr std::size_t columns_per_thread = 512;
-  static constexpr std::size_t column_bytes_per_thread = std::size_t(8) << 20;
+  static constexpr std::size_t column_bytes_per_thread = std::size_t(4) << 20;
   // Weight matrices (per group) up to this many elements get their gradient transposed (transposed_dw).
   static constexpr std::size_t transposed_dw_max_weights = std::size_t(1) << 16;
 
