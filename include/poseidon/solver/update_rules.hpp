@@ -135,12 +135,55 @@ struct FusedUpdateOp {
 template <class D, class T>
 struct FusedUpdate;
 
+// On the CPU the loop is instantiated per case (one or two histories, no / L2 / L1 decay,
+// normalised or not) over local pointers, so that it has no per-element branches and the compiler
+// can vectorise it; through the op's members it ran 3x slower (AlexNet's SGD update: 116 ms
+// against 36 ms at 1 thread).
 template <class T>
 struct FusedUpdate<CPU, T> {
   template <class Rule>
   static void run(DeviceContext<CPU>&, std::size_t n, const FusedUpdateOp<T, Rule>& op) {
+    const UpdatePrologue<T>& pre = op.pre;
+    const int decay = pre.decay == T(0) ? 0 : pre.l1 ? 2 : 1;
+    if (op.h1)
+      dispatch<true>(n, op, decay);
+    else
+      dispatch<false>(n, op, decay);
+  }
+
+ private:
+  template <bool Two, class Rule>
+  static void dispatch(std::size_t n, const FusedUpdateOp<T, Rule>& op, int decay) {
+    const bool norm = op.pre.normalize;
+    if (decay == 0) norm ? loop<Two, 0, true>(n, op) : loop<Two, 0, false>(n, op);
+    else if (decay == 1) norm ? loop<Two, 1, true>(n, op) : loop<Two, 1, false>(n, op);
+    else norm ? loop<Two, 2, true>(n, op) : loop<Two, 2, false>(n, op);
+  }
+
+  // Decay: 0 none, 1 L2, 2 L1; the arithmetic is UpdatePrologue's and FusedUpdateOp's.
+  template <bool Two, int Decay, bool Norm, class Rule>
+  static void loop(std::size_t n, const FusedUpdateOp<T, Rule>& op) {
+    T* w = op.w;
+    T* g = op.g;
+    T* h0 = op.h0;
+    T* h1 = op.h1;
+    const T inv = op.pre.inv_iter_size, decay = op.pre.decay;
+    const Rule rule = op.rule;
 #pragma omp parallel for schedule(static) if (n > math::detail::omp_min_elements)
-    for (std::size_t i = 0; i < n; ++i) op(i);
+    for (std::size_t i = 0; i < n; ++i) {
+      T gi = g[i];
+      if constexpr (Norm) gi = gi * inv;
+      if constexpr (Decay == 1) gi = decay * w[i] + gi;
+      if constexpr (Decay == 2) gi = decay * static_cast<T>((T(0) < w[i]) - (w[i] < T(0))) + gi;
+      T a = h0[i];
+      T b = T(0);
+      if constexpr (Two) b = h1[i];
+      const T step = rule(gi, a, b);
+      h0[i] = a;
+      if constexpr (Two) h1[i] = b;
+      g[i] = step;
+      w[i] = w[i] - step;
+    }
   }
 };
 
