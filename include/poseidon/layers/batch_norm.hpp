@@ -229,6 +229,33 @@ class BatchNormBase : public Layer<D, T> {
   }
 
  protected:
+  using Kernel = BatchNormKernel<D, T>;
+
+  // The passes on BatchNormKernel<D, T>: the CPU layer's, and the CUDA layer's where cuDNN cannot run.
+  void kernel_forward(const Vec& bottom, const Vec& top) {
+    const auto& d = dims_;
+    if (d.count() == 0) return;
+    auto& blobs = this->blobs_;
+    if (use_global_stats_) {
+      Kernel::global_stats(d, blobs[0]->data(), blobs[1]->data(), blobs[2]->data(), mean_.data(), variance_.data());
+    } else {
+      Kernel::batch_stats(d, bottom[0]->data(), mean_.data(), variance_.data());
+      Kernel::update_running(d, mean_.data(), variance_.data(), bp_.moving_average_fraction, blobs[0]->data(),
+                             blobs[1]->data(), blobs[2]->data());
+    }
+    Kernel::inverse_std(d, variance_.data(), bp_.eps, inv_std_.data());
+    // x_norm_ is kept because a following in-place layer (usually Scale) overwrites the top.
+    Kernel::normalize(d, bottom[0]->data(), mean_.data(), inv_std_.data(), top[0]->data(),
+                      use_global_stats_ ? nullptr : x_norm_.data());
+  }
+  void kernel_backward(const Vec& top, const Vec& bottom) {
+    if (dims_.count() == 0) return;
+    if (use_global_stats_)
+      Kernel::backward_global(dims_, top[0]->diff(), inv_std_.data(), bottom[0]->diff());
+    else
+      Kernel::backward_batch(dims_, top[0]->diff(), x_norm_.data(), inv_std_.data(), bottom[0]->diff());
+  }
+
   [[nodiscard]] static int channels_of(const Tensor<D, T>& t) { return t.num_axes() == 1 ? 1 : t.shape(1); }
 
   BatchNormParam bp_;
@@ -245,7 +272,6 @@ class BatchNormBase : public Layer<D, T> {
 template <class D, class T = float>
 class BatchNormLayer final : public detail::BatchNormBase<D, T> {
   using Base = detail::BatchNormBase<D, T>;
-  using Kernel = detail::BatchNormKernel<D, T>;
 
  public:
   using typename Base::Context;
@@ -258,34 +284,11 @@ class BatchNormLayer final : public detail::BatchNormBase<D, T> {
   }
 
  protected:
-  void forward_impl(Context&, const Vec& bottom, const Vec& top) override {
-    const auto& d = this->dims_;
-    if (d.count() == 0) return;
-    auto& blobs = this->blobs_;
-    T* mean = this->mean_.data();
-    T* var = this->variance_.data();
-    const bool global = this->use_global_stats_;
-    if (global) {
-      Kernel::global_stats(d, blobs[0]->data(), blobs[1]->data(), blobs[2]->data(), mean, var);
-    } else {
-      Kernel::batch_stats(d, bottom[0]->data(), mean, var);
-      Kernel::update_running(d, mean, var, this->bp_.moving_average_fraction, blobs[0]->data(), blobs[1]->data(),
-                             blobs[2]->data());
-    }
-    Kernel::inverse_std(d, var, this->bp_.eps, this->inv_std_.data());
-    // x_norm_ is kept because a following in-place layer (usually Scale) overwrites the top.
-    Kernel::normalize(d, bottom[0]->data(), mean, this->inv_std_.data(), top[0]->data(),
-                      global ? nullptr : this->x_norm_.data());
-  }
+  void forward_impl(Context&, const Vec& bottom, const Vec& top) override { this->kernel_forward(bottom, top); }
 
   void backward_impl(Context&, const Vec& top, const std::vector<bool>& propagate_down,
                      const Vec& bottom) override {
-    if (!propagate_down[0] || this->dims_.count() == 0) return;
-    if (this->use_global_stats_)
-      Kernel::backward_global(this->dims_, top[0]->diff(), this->inv_std_.data(), bottom[0]->diff());
-    else
-      Kernel::backward_batch(this->dims_, top[0]->diff(), this->x_norm_.data(), this->inv_std_.data(),
-                             bottom[0]->diff());
+    if (propagate_down[0]) this->kernel_backward(top, bottom);
   }
 };
 

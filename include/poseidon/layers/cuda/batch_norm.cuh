@@ -191,38 +191,29 @@ inline bool cudnn_batch_norm_ok(const BatchNormDims& d, double eps, bool global)
 /// the CPU's arithmetic. Training keeps a copy of the bottom (cuDNN's backward needs x, which an
 /// in-place layer overwrites), the memory the CPU layer spends on x_norm.
 template <class T>
-class BatchNormLayer<CUDA, T> final : public Layer<CUDA, T> {
-  using Base = Layer<CUDA, T>;
-  using Kernel = detail::BatchNormKernel<CUDA, T>;
+class BatchNormLayer<CUDA, T> final : public detail::BatchNormBase<CUDA, T> {
+  using Base = detail::BatchNormBase<CUDA, T>;
+  using typename Base::Kernel;
+  using Base::bp_;
+  using Base::use_global_stats_;
+  using Base::channels_;
+  using Base::dims_;
+  using Base::mean_;
+  using Base::variance_;
+  using Base::inv_std_;
+  using Base::x_norm_;
 
  public:
   using typename Base::Context;
   using typename Base::Vec;
+  using Base::Base;
 
-  explicit BatchNormLayer(const LayerParameter& p)
-      : Base(p),
-        bp_(BatchNormParam::from_message(p.sub("batch_norm_param"), p.describe() + " batch_norm_param")) {}
-  BatchNormLayer(const LayerParameter& p, BatchNormParam bp) : Base(p), bp_(bp) {}
-
-  [[nodiscard]] std::string_view type() const override { return "BatchNorm"; }
-  [[nodiscard]] int exact_num_bottom() const override { return 1; }
-  [[nodiscard]] int exact_num_top() const override { return 1; }
-  [[nodiscard]] bool supports_in_place() const override { return true; }
-  [[nodiscard]] const BatchNormParam& batch_norm_param() const { return bp_; }
-  /// Whether the stored statistics (blobs 0..2) normalise, rather than the batch's own.
-  [[nodiscard]] bool use_global_stats() const { return use_global_stats_; }
   /// Whether the current shape runs on cuDNN (false: the own kernels).
   [[nodiscard]] bool uses_cudnn() const { return cudnn_; }
 
   void reshape(const Vec& bottom, const Vec& top) override {
+    Base::reshape(bottom, top);
     const auto& b = *bottom[0];
-    this->check_axes(b, 0, 1);
-    const int c = channels_of(b);
-    this->check(c == channels_, "bottom '", this->name_of_bottom(0), "' of shape ", b.shape().str(), " has ", c,
-                " channels; the layer was set up for ", channels_);
-    dims_ = {static_cast<std::size_t>(b.shape(0)), static_cast<std::size_t>(channels_),
-             b.num_axes() > 2 ? b.count(2) : std::size_t{1}};
-    if (top[0] != bottom[0]) top[0]->reshape(b.shape());
     cudnn_ = detail::gpu::cudnn_batch_norm_ok(dims_, bp_.eps, use_global_stats_);
     if (!use_global_stats_) (cudnn_ ? saved_x_ : x_norm_).reshape(b.shape());
     if (cudnn_ && !same_dims(dims_, desc_dims_)) {
@@ -234,42 +225,9 @@ class BatchNormLayer<CUDA, T> final : public Layer<CUDA, T> {
   }
 
  protected:
-  void layer_setup(Context& ctx, const Vec& bottom, const Vec&) override {
-    const double f = bp_.moving_average_fraction, eps = bp_.eps;
-    this->check(f >= 0 && f <= 1, "batch_norm_param moving_average_fraction must be in [0, 1], got ", f);
-    this->check(eps > 0 && std::isfinite(eps), "batch_norm_param eps must be positive, got ", eps);
-    this->check_axes(*bottom[0], 0, 1);
-    use_global_stats_ = bp_.use_global_stats.value_or(this->param_.phase == Phase::test);
-    channels_ = channels_of(*bottom[0]);
+  void layer_setup(Context& ctx, const Vec& bottom, const Vec& top) override {
+    Base::layer_setup(ctx, bottom, top);
     const Shape per_channel{channels_};
-    if (this->blobs_.empty()) {
-      // Tensors start zeroed: no statistics seen yet (factor 0).
-      this->blobs_.push_back(std::make_shared<Tensor<CUDA, T>>(per_channel));
-      this->blobs_.push_back(std::make_shared<Tensor<CUDA, T>>(per_channel));
-      this->blobs_.push_back(std::make_shared<Tensor<CUDA, T>>(Shape{1}));
-    } else {
-      this->check(this->blobs_.size() == 3, "expects 3 blobs (mean, variance, moving-average factor), got ",
-                  this->blobs_.size());
-      this->check(this->blobs_[0]->shape() == per_channel && this->blobs_[1]->shape() == per_channel &&
-                      this->blobs_[2]->count() == 1,
-                  "preset blobs of shapes ", this->blobs_[0]->shape().str(), ", ", this->blobs_[1]->shape().str(),
-                  ", ", this->blobs_[2]->shape().str(), " do not match ", channels_, " channels");
-    }
-    // The statistics are state, not parameters: the solver must never move them (Caffe forces
-    // lr_mult 0), and backward never writes their diffs.
-    auto& specs = this->param_.param;
-    for (std::size_t i = 0; i < 3; ++i) {
-      if (specs.size() <= i) {
-        specs.push_back(ParamSpec{"", 0.0f, 0.0f});
-      } else {
-        this->check(specs[i].lr_mult == 0.0f, "param ", i, " has lr_mult ", specs[i].lr_mult,
-                    "; batch normalization statistics cannot be learned (lr_mult must be 0)");
-      }
-      this->set_param_propagate_down(i, false);
-    }
-    mean_.reshape(per_channel);
-    variance_.reshape(per_channel);
-    inv_std_.reshape(per_channel);
     for (auto* t : {&ones_, &zeros_, &run_mean_, &run_var_, &dscale_, &dbias_}) t->reshape(per_channel);
     math::set(ctx, static_cast<std::size_t>(channels_), T(1), ones_.data());
     math::set(ctx, static_cast<std::size_t>(channels_), T(0), zeros_.data());
@@ -280,7 +238,7 @@ class BatchNormLayer<CUDA, T> final : public Layer<CUDA, T> {
 
   void forward_impl(Context& ctx, const Vec& bottom, const Vec& top) override {
     if (dims_.count() == 0) return;
-    if (!cudnn_) return forward_kernels(bottom, top);
+    if (!cudnn_) return this->kernel_forward(bottom, top);
     auto& blobs = this->blobs_;
     const cudnnHandle_t h = ctx.cudnn();
     const detail::gpu::CudnnScalar<T> one = 1, zero = 0;
@@ -315,15 +273,8 @@ class BatchNormLayer<CUDA, T> final : public Layer<CUDA, T> {
   void backward_impl(Context& ctx, const Vec& top, const std::vector<bool>& propagate_down,
                      const Vec& bottom) override {
     if (!propagate_down[0] || dims_.count() == 0) return;
-    if (use_global_stats_) {
-      // The statistics are constants: dx = dy * inv_std, elementwise (dy may alias dx).
-      Kernel::backward_global(dims_, top[0]->diff(), inv_std_.data(), bottom[0]->diff());
-      return;
-    }
-    if (!cudnn_) {
-      Kernel::backward_batch(dims_, top[0]->diff(), x_norm_.data(), inv_std_.data(), bottom[0]->diff());
-      return;
-    }
+    // Stored statistics are constants (dx = dy * inv_std, elementwise; dy may alias dx): the kernel.
+    if (use_global_stats_ || !cudnn_) return this->kernel_backward(top, bottom);
     const T* dy = top[0]->diff();
     T* dx = bottom[0]->diff();
     if (dy == dx) {
@@ -341,34 +292,12 @@ class BatchNormLayer<CUDA, T> final : public Layer<CUDA, T> {
   }
 
  private:
-  [[nodiscard]] static int channels_of(const Tensor<CUDA, T>& t) { return t.num_axes() == 1 ? 1 : t.shape(1); }
   [[nodiscard]] static bool same_dims(const detail::BatchNormDims& a, const detail::BatchNormDims& b) {
     return a.N == b.N && a.C == b.C && a.S == b.S;
   }
 
-  // The CPU layer's forward on the own kernels (shapes or eps cuDNN cannot take).
-  void forward_kernels(const Vec& bottom, const Vec& top) {
-    auto& blobs = this->blobs_;
-    if (use_global_stats_) {
-      Kernel::global_stats(dims_, blobs[0]->data(), blobs[1]->data(), blobs[2]->data(), mean_.data(),
-                           variance_.data());
-    } else {
-      Kernel::batch_stats(dims_, bottom[0]->data(), mean_.data(), variance_.data());
-      Kernel::update_running(dims_, mean_.data(), variance_.data(), bp_.moving_average_fraction, blobs[0]->data(),
-                             blobs[1]->data(), blobs[2]->data());
-    }
-    Kernel::inverse_std(dims_, variance_.data(), bp_.eps, inv_std_.data());
-    Kernel::normalize(dims_, bottom[0]->data(), mean_.data(), inv_std_.data(), top[0]->data(),
-                      use_global_stats_ ? nullptr : x_norm_.data());
-  }
-
-  BatchNormParam bp_;
-  bool use_global_stats_ = false;
   bool cudnn_ = false;
-  int channels_ = 0;
-  detail::BatchNormDims dims_, desc_dims_;
-  Tensor<CUDA, T> mean_, variance_, inv_std_;  // of the last forward: batch or global statistics
-  Tensor<CUDA, T> x_norm_;                     // own kernels' backward input
+  detail::BatchNormDims desc_dims_;
   Tensor<CUDA, T> saved_x_;                    // cuDNN's backward input: the bottom of the last forward
   Tensor<CUDA, T> dy_aside_;                   // the top diff of an in-place backward
   Tensor<CUDA, T> ones_, zeros_;               // cuDNN's scale and bias

@@ -107,133 +107,38 @@ struct SoftmaxLossKernel<CUDA, T> {
 };
 }  // namespace detail
 
-/// The CUDA SoftmaxWithLoss: the CPU layer's parameters, checks, normalisation and tops, with the
-/// probabilities from the Softmax layer's cuDNN path (detail::gpu::CudnnSoftmax, on ctx.stream())
-/// and the loss, label checks and gradient from SoftmaxLossKernel<CUDA, T> above. A whole-layer
-/// specialisation because the kernel interface carries no DeviceContext (no cuDNN handle).
+/// The CUDA SoftmaxWithLoss: the shared layer (parameters, checks, normalisation, tops, loss and
+/// gradient from SoftmaxLossKernel<CUDA, T> above), with the probabilities from the Softmax
+/// layer's cuDNN path (detail::gpu::CudnnSoftmax, on ctx.stream()) where cuDNN can describe the
+/// tensor, else from the kernel.
 template <class T>
-class SoftmaxWithLossLayer<CUDA, T> final : public Layer<CUDA, T> {
-  using Base = Layer<CUDA, T>;
-  using Kernel = detail::SoftmaxLossKernel<CUDA, T>;
+class SoftmaxWithLossLayer<CUDA, T> final : public detail::SoftmaxWithLossBase<CUDA, T> {
+  using Base = detail::SoftmaxWithLossBase<CUDA, T>;
 
  public:
   using typename Base::Context;
   using typename Base::Vec;
+  using Base::Base;
 
-  explicit SoftmaxWithLossLayer(const LayerParameter& p)
-      : Base(p),
-        softmax_axis_param_(read_axis(p)),
-        lp_(LossParam::from_message(p.sub("loss_param"), p.describe() + " loss_param")) {}
-  SoftmaxWithLossLayer(const LayerParameter& p, int softmax_axis, LossParam lp)
-      : Base(p), softmax_axis_param_(softmax_axis), lp_(lp) {}
-
-  [[nodiscard]] std::string_view type() const override { return "SoftmaxWithLoss"; }
-  [[nodiscard]] int exact_num_bottom() const override { return 2; }
-  [[nodiscard]] int min_num_top() const override { return 1; }
-  [[nodiscard]] int max_num_top() const override { return 2; }
-  [[nodiscard]] bool is_loss() const override { return true; }
-  [[nodiscard]] bool allow_backward_to(int bottom_index) const override { return bottom_index == 0; }
-  [[nodiscard]] const LossParam& loss_param() const { return lp_; }
-  /// The canonical softmax axis for the current bottom (valid after setup).
-  [[nodiscard]] int axis() const { return axis_; }
-  /// The softmax of the last forward (what the optional second top shows).
-  [[nodiscard]] const Tensor<CUDA, T>& prob() const { return prob_; }
   /// Whether the probabilities come from cuDNN (every non-empty tensor of at most INT_MAX values).
   [[nodiscard]] bool uses_cudnn() const { return cudnn_; }
 
   void reshape(const Vec& bottom, const Vec& top) override {
-    const auto& x = *bottom[0];
-    const auto& label = *bottom[1];
-    const int n = x.num_axes();
-    this->check(softmax_axis_param_ >= -n && softmax_axis_param_ < n, "softmax_param axis ", softmax_axis_param_,
-                " is out of range for bottom 0 ('", this->name_of_bottom(0), "') of shape ", x.shape().str());
-    axis_ = softmax_axis_param_ < 0 ? softmax_axis_param_ + n : softmax_axis_param_;
-    outer_ = x.count(0, axis_);
-    channels_ = static_cast<std::size_t>(x.shape(axis_));
-    inner_ = x.count(axis_ + 1);
-    this->check(channels_ > 0, "bottom 0 ('", this->name_of_bottom(0), "') of shape ", x.shape().str(),
-                " has no classes along softmax axis ", axis_);
-    this->check(label.count() == outer_ * inner_, "bottom 1 ('", this->name_of_bottom(1), "') of shape ",
-                label.shape().str(), " has ", label.count(), " labels; bottom 0 ('", this->name_of_bottom(0),
-                "') of shape ", x.shape().str(), " needs one per position outside softmax axis ", axis_, ": ",
-                outer_ * inner_);
-    top[0]->reshape(Shape());
-    prob_.reshape(x.shape());
-    if (top.size() > 1) {
-      top[1]->reshape(x.shape());
-      top[1]->share_data(prob_);
-    }
-    cudnn_ = softmax_.set(outer_, channels_, inner_);
+    Base::reshape(bottom, top);
+    cudnn_ = softmax_.set(this->outer_, this->channels_, this->inner_);
   }
 
  protected:
-  void layer_setup(Context&, const Vec&, const Vec& top) override {
-    const auto& w = this->param().loss_weight;
-    // Caffe never backpropagates through the probabilities, so a loss on them would be silently wrong.
-    this->check(!(top.size() > 1 && w.size() > 1 && w[1] != 0.0f), "the probability top '", this->name_of_top(1),
-                "' cannot carry a loss_weight (got ", w.size() > 1 ? w[1] : 0.0f, ")");
-  }
-
-  void forward_impl(Context& ctx, const Vec& bottom, const Vec& top) override {
-    check_labels(*bottom[1]);
-    // prob_ is the layer's own tensor: it never aliases the bottom.
+  void softmax_forward(Context& ctx, const T* x, T* prob) override {
     if (cudnn_)
-      softmax_.forward(ctx.cudnn(), bottom[0]->data(), prob_.data());
-    else if (outer_ * channels_ * inner_ > 0)
-      Kernel::softmax(outer_, channels_, inner_, bottom[0]->data(), prob_.data(), nullptr);
-    std::size_t valid = 0;
-    const double sum = Kernel::loss(outer_, channels_, inner_, prob_.data(), bottom[1]->data(), lp_.ignore_label, valid);
-    math::set(ctx, 1, static_cast<T>(sum / normalizer(valid)), top[0]->data());
-    valid_ = valid;
-  }
-
-  void backward_impl(Context&, const Vec& top, const std::vector<bool>& propagate_down, const Vec& bottom) override {
-    if (!propagate_down[0]) return;
-    check_labels(*bottom[1]);  // the labels may have been replaced since forward
-    // The top diff holds the loss weight (Caffe's SetLossWeights), or what a caller put there.
-    T top_diff{};
-    copy_bytes<CPU, CUDA>(&top_diff, top[0]->diff(), sizeof(T));
-    const T scale = static_cast<T>(static_cast<double>(top_diff) / normalizer(valid_));
-    Kernel::backward(outer_, channels_, inner_, prob_.data(), bottom[1]->data(), lp_.ignore_label, scale,
-                     bottom[0]->diff());
+      softmax_.forward(ctx.cudnn(), x, prob);
+    else if (this->outer_ * this->channels_ * this->inner_ > 0)
+      detail::SoftmaxLossKernel<CUDA, T>::softmax(this->outer_, this->channels_, this->inner_, x, prob, nullptr);
   }
 
  private:
-  static int read_axis(const LayerParameter& p) {
-    const Message& m = p.sub("softmax_param");
-    m.check_fields({"engine", "axis"}, p.describe() + " softmax_param");
-    (void)m.get_enum("engine", {"DEFAULT", "CAFFE", "CUDNN"}, 0);  // validated, then ignored
-    return m.get("axis", 1);
-  }
-
-  void check_labels(const Tensor<CUDA, T>& label) const {
-    const detail::BadLabel bad = Kernel::find_bad_label(label.count(), label.data(), channels_, lp_.ignore_label);
-    if (bad.found)
-      this->fail("label ", bad.value, " at index ", bad.index, " (sample ", bad.index / inner_, ", position ",
-                 bad.index % inner_, ") of bottom 1 ('", this->name_of_bottom(1), "') is not a class in [0, ",
-                 channels_, ")", lp_.ignore_label ? detail::concat(" nor the ignore_label ", *lp_.ignore_label) : "");
-  }
-
-  // Caffe's get_normalizer, clamped to at least 1 so that an all-ignored batch gives loss 0, not NaN.
-  [[nodiscard]] double normalizer(std::size_t valid) const {
-    double n = 1;
-    switch (lp_.normalization) {
-      case LossParam::Normalization::full: n = static_cast<double>(outer_ * inner_); break;
-      case LossParam::Normalization::valid: n = static_cast<double>(valid); break;
-      case LossParam::Normalization::batch_size: n = static_cast<double>(outer_); break;
-      case LossParam::Normalization::none: n = 1; break;
-    }
-    return std::max(1.0, n);
-  }
-
-  int softmax_axis_param_ = 1;
-  LossParam lp_;
-  int axis_ = 1;
-  std::size_t outer_ = 0, channels_ = 0, inner_ = 0;
-  std::size_t valid_ = 0;  // labels counted by the last forward (the VALID normalizer)
   bool cudnn_ = false;
   detail::gpu::CudnnSoftmax<T> softmax_;
-  Tensor<CUDA, T> prob_;
 };
 
 POSEIDON_REGISTER_LAYER_CUDA("SoftmaxWithLoss", SoftmaxWithLossLayer)
