@@ -5,6 +5,7 @@
 #include <poseidon/layers/convolution.hpp>
 
 #include <cstddef>
+#include <cstdint>
 #include <cstdlib>
 #include <memory>
 #include <optional>
@@ -48,6 +49,39 @@ class ScopedEnv {
   const char* name_;
   std::optional<std::string> old_;
 };
+
+// One forward and backward of `p` on the CPU and on the GPU from the same weights, input (of
+// shape `in`) and top gradient, the GPU layer with cuDNN `options`; checks top, bottom diff and
+// weight diff agree, and returns the GPU layer for the caller's checks on its choices.
+template <class T>
+std::unique_ptr<Layer<CUDA, T>> pass_with_options(const LayerParameter& p, const ConvolutionCudnnOptions& options,
+                                                  const Shape& in, std::uint64_t seed) {
+  auto cpu = make_layer<CPU, T>(p);
+  auto gpu = make_layer<CUDA, T>(p);
+  auto* conv = dynamic_cast<ConvolutionLayer<CUDA, T>*>(gpu.get());
+  REQUIRE(conv != nullptr);
+  conv->set_cudnn_options(options);
+  Ctx cctx(0, seed);
+  GpuCtx gctx(0, seed);
+  Tensor<CPU, T> cx = random_tensor<T>(in), cy;
+  Tensor<CUDA, T> gx = to_gpu(cx), gy;
+  cpu->setup(cctx, {&cx}, {&cy});
+  gpu->setup(gctx, {&gx}, {&gy});
+  for (std::size_t i = 0; i < cpu->blobs().size(); ++i) gpu->blobs()[i]->copy_from(*cpu->blobs()[i], true);
+  cpu->forward(cctx, {&cx}, {&cy});
+  gpu->forward(gctx, {&gx}, {&gy});
+  expect_close("top", gy.data_to_host(), cy.data_to_host(), conv_eps<T>());
+  std::vector<T> dy(cy.count());
+  Rng r(seed + 1);
+  for (auto& v : dy) v = static_cast<T>(r.uniform<double>(-1, 1));
+  cy.copy_diff_from_host(dy);
+  gy.copy_diff_from_host(dy);
+  cpu->backward(cctx, {&cy}, {true}, {&cx});
+  gpu->backward(gctx, {&gy}, {true}, {&gx});
+  expect_close("bottom diff", gx.diff_to_host(), cx.diff_to_host(), conv_eps<T>());
+  expect_close("weight diff", gpu->blobs()[0]->diff_to_host(), cpu->blobs()[0]->diff_to_host(), conv_eps<T>());
+  return gpu;
+}
 
 }  // namespace
 
@@ -162,35 +196,8 @@ TEST_CASE_TEMPLATE("CUDA Convolution within a zero workspace limit still matches
   ConvolutionCudnnOptions o;
   o.workspace_limit = 0;
   o.deterministic = false;  // a limit of 0 may leave only atomics-based backward algorithms
-  auto set_zero = [&](Layer<CUDA, T>& l) {
-    auto* conv = dynamic_cast<ConvolutionLayer<CUDA, T>*>(&l);
-    REQUIRE(conv != nullptr);
-    conv->set_cudnn_options(o);
-  };
-  // compare_with_cpu builds its own GPU layer; run the comparison by hand with the option set.
-  const LayerParameter p = conv_param(ConvCfg{.num_output = 8, .pad_h = 1, .pad_w = 1});
-  auto cpu = make_layer<CPU, T>(p);
-  auto gpu = make_layer<CUDA, T>(p);
-  set_zero(*gpu);
-  Ctx cctx(0, 4);
-  GpuCtx gctx(0, 4);
-  Tensor<CPU, T> cx = random_tensor<T>({2, 5, 9, 9}), cy;
-  Tensor<CUDA, T> gx = to_gpu(cx), gy;
-  cpu->setup(cctx, {&cx}, {&cy});
-  gpu->setup(gctx, {&gx}, {&gy});
-  for (std::size_t i = 0; i < cpu->blobs().size(); ++i) gpu->blobs()[i]->copy_from(*cpu->blobs()[i], true);
-  cpu->forward(cctx, {&cx}, {&cy});
-  gpu->forward(gctx, {&gx}, {&gy});
-  expect_close("top", gy.data_to_host(), cy.data_to_host(), conv_eps<T>());
-  std::vector<T> dy(cy.count());
-  Rng r(9);
-  for (auto& v : dy) v = static_cast<T>(r.uniform<double>(-1, 1));
-  cy.copy_diff_from_host(dy);
-  gy.copy_diff_from_host(dy);
-  cpu->backward(cctx, {&cy}, {true}, {&cx});
-  gpu->backward(gctx, {&gy}, {true}, {&gx});
-  expect_close("bottom diff", gx.diff_to_host(), cx.diff_to_host(), conv_eps<T>());
-  expect_close("weight diff", gpu->blobs()[0]->diff_to_host(), cpu->blobs()[0]->diff_to_host(), conv_eps<T>());
+  const auto gpu = pass_with_options<T>(conv_param(ConvCfg{.num_output = 8, .pad_h = 1, .pad_w = 1}), o,
+                                        Shape{2, 5, 9, 9}, 4);
   auto* conv = dynamic_cast<ConvolutionLayer<CUDA, T>*>(gpu.get());
   CHECK(conv->algorithms().workspace() == 0);
   CHECK(conv->workspace_bytes() == 0);
@@ -311,36 +318,17 @@ TEST_CASE_TEMPLATE("CUDA Convolution in find mode (POSEIDON_CUDNN_FIND=1) matche
 }
 
 TEST_CASE_TEMPLATE("CUDA Convolution find mode set by options, with a zero workspace limit", T, float, double) {
+  const LayerParameter p = conv_param(ConvCfg{.num_output = 4, .pad_h = 1, .pad_w = 1, .group = 2});
+  const auto fresh = make_layer<CUDA, T>(p);
+  auto* plain = dynamic_cast<ConvolutionLayer<CUDA, T>*>(fresh.get());
+  REQUIRE(plain != nullptr);
+  CHECK_FALSE(plain->cudnn_options().find);  // heuristics by default
   ConvolutionCudnnOptions o;
   o.find = true;
   o.workspace_limit = 0;
   o.deterministic = false;  // a limit of 0 may leave only atomics-based backward algorithms
-  const LayerParameter p = conv_param(ConvCfg{.num_output = 4, .pad_h = 1, .pad_w = 1, .group = 2});
-  auto cpu = make_layer<CPU, T>(p);
-  auto gpu = make_layer<CUDA, T>(p);
+  const auto gpu = pass_with_options<T>(p, o, Shape{3, 4, 8, 7}, 13);
   auto* conv = dynamic_cast<ConvolutionLayer<CUDA, T>*>(gpu.get());
-  REQUIRE(conv != nullptr);
-  CHECK_FALSE(conv->cudnn_options().find);  // heuristics by default
-  conv->set_cudnn_options(o);
-  Ctx cctx(0, 13);
-  GpuCtx gctx(0, 13);
-  Tensor<CPU, T> cx = random_tensor<T>({3, 4, 8, 7}), cy;
-  Tensor<CUDA, T> gx = to_gpu(cx), gy;
-  cpu->setup(cctx, {&cx}, {&cy});
-  gpu->setup(gctx, {&gx}, {&gy});
-  for (std::size_t i = 0; i < cpu->blobs().size(); ++i) gpu->blobs()[i]->copy_from(*cpu->blobs()[i], true);
-  cpu->forward(cctx, {&cx}, {&cy});
-  gpu->forward(gctx, {&gx}, {&gy});
-  expect_close("top", gy.data_to_host(), cy.data_to_host(), conv_eps<T>());
-  std::vector<T> dy(cy.count());
-  Rng r(14);
-  for (auto& v : dy) v = static_cast<T>(r.uniform<double>(-1, 1));
-  cy.copy_diff_from_host(dy);
-  gy.copy_diff_from_host(dy);
-  cpu->backward(cctx, {&cy}, {true}, {&cx});
-  gpu->backward(gctx, {&gy}, {true}, {&gx});
-  expect_close("bottom diff", gx.diff_to_host(), cx.diff_to_host(), conv_eps<T>());
-  expect_close("weight diff", gpu->blobs()[0]->diff_to_host(), cpu->blobs()[0]->diff_to_host(), conv_eps<T>());
   CHECK(conv->algorithms().forward.time_ms >= 0);
   CHECK(conv->algorithms().workspace() == 0);
   CHECK(conv->workspace_bytes() == 0);

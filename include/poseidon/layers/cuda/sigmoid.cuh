@@ -4,6 +4,7 @@
 
 #include <poseidon/core/context.hpp>
 #include <poseidon/core/tensor.hpp>
+#include <poseidon/layers/cuda/cudnn_activation_layer.cuh>
 #include <poseidon/layers/cuda/cudnn_support.cuh>
 #include <poseidon/layers/cuda/kernel_support.cuh>
 #include <poseidon/layers/layer.hpp>
@@ -44,59 +45,22 @@ struct SigmoidKernel<CUDA, T> {
 };
 }  // namespace detail
 
-/// The CUDA Sigmoid: cudnnActivationForward/Backward with one activation descriptor per layer.
-/// cuDNN evaluates 1 / (1 + exp(-x)), the CPU 0.5 tanh(x / 2) + 0.5: they agree to a few ulp.
-/// In place: cuDNN allows x == y and dy == dx, and the gradient is a function of y alone.
+/// The CUDA Sigmoid. cuDNN evaluates 1 / (1 + exp(-x)), the CPU 0.5 tanh(x / 2) + 0.5: they agree
+/// to a few ulp.
 template <class T>
-class SigmoidLayer<CUDA, T> final : public Layer<CUDA, T> {
-  using Base = Layer<CUDA, T>;
-  using Kernel = detail::SigmoidKernel<CUDA, T>;
+class SigmoidLayer<CUDA, T> final
+    : public detail::gpu::CudnnActivationLayer<T, detail::SigmoidKernel<CUDA, T>, CUDNN_ACTIVATION_SIGMOID> {
+  using Base = detail::gpu::CudnnActivationLayer<T, detail::SigmoidKernel<CUDA, T>, CUDNN_ACTIVATION_SIGMOID>;
 
  public:
-  using typename Base::Context;
-  using typename Base::Vec;
-
   explicit SigmoidLayer(const LayerParameter& p)
       : Base(p), sp_(SigmoidParam::from_message(p.sub("sigmoid_param"), p.describe() + " sigmoid_param")) {}
-  SigmoidLayer(const LayerParameter& p, SigmoidParam sp) : Base(p), sp_(sp) {}
+  SigmoidLayer(const LayerParameter& p, SigmoidParam v) : Base(p), sp_(v) {}
 
   [[nodiscard]] std::string_view type() const override { return "Sigmoid"; }
-  [[nodiscard]] int exact_num_bottom() const override { return 1; }
-  [[nodiscard]] int exact_num_top() const override { return 1; }
-  [[nodiscard]] bool supports_in_place() const override { return true; }
-  /// Whether the passes run on cuDNN (every tensor cuDNN can describe).
-  [[nodiscard]] bool uses_cudnn() const { return cudnn_; }
-
-  void reshape(const Vec& bottom, const Vec& top) override {
-    if (top[0] != bottom[0]) top[0]->reshape(bottom[0]->shape());
-    const std::size_t n = bottom[0]->count();
-    cudnn_ = detail::gpu::cudnn_describable(n);
-    if (cudnn_) act_.set_count(n);
-  }
-
- protected:
-  void forward_impl(Context& ctx, const Vec& bottom, const Vec& top) override {
-    if (cudnn_)
-      act_.forward(ctx.cudnn(), bottom[0]->data(), top[0]->data());
-    else
-      Kernel::forward(bottom[0]->count(), bottom[0]->data(), top[0]->data());
-  }
-
-  void backward_impl(Context& ctx, const Vec& top, const std::vector<bool>& propagate_down,
-                     const Vec& bottom) override {
-    if (!propagate_down[0]) return;
-    if (cudnn_)
-      // The derivative is a function of y; x is passed as Caffe's cuDNN layers pass it (in place it
-      // is the top itself).
-      act_.backward(ctx.cudnn(), top[0]->data(), top[0]->diff(), bottom[0]->data(), bottom[0]->diff());
-    else
-      Kernel::backward(top[0]->count(), top[0]->data(), top[0]->diff(), bottom[0]->diff());
-  }
 
  private:
   SigmoidParam sp_;
-  bool cudnn_ = false;
-  detail::gpu::CudnnActivation<T> act_{CUDNN_ACTIVATION_SIGMOID};
 };
 
 POSEIDON_REGISTER_LAYER_CUDA("Sigmoid", SigmoidLayer)
