@@ -50,17 +50,20 @@ struct ReLUKernel<CPU, T> {
 };
 }  // namespace detail
 
-template <class D, class T = float>
-class ReLULayer final : public Layer<D, T> {
+namespace detail {
+/// What the CPU and CUDA ReLU share: the parameter, its check, the in-place rule and the passes
+/// on ReLUKernel<D, T> (the CUDA layer's path for a negative slope).
+template <class D, class T>
+class ReLUBase : public Layer<D, T> {
   using Base = Layer<D, T>;
 
  public:
   using typename Base::Context;
   using typename Base::Vec;
 
-  explicit ReLULayer(const LayerParameter& p)
+  explicit ReLUBase(const LayerParameter& p)
       : Base(p), rp_(ReLUParam::from_message(p.sub("relu_param"), p.describe() + " relu_param")) {}
-  ReLULayer(const LayerParameter& p, ReLUParam rp) : Base(p), rp_(rp) {}
+  ReLUBase(const LayerParameter& p, ReLUParam rp) : Base(p), rp_(rp) {}
 
   [[nodiscard]] std::string_view type() const override { return "ReLU"; }
   [[nodiscard]] int exact_num_bottom() const override { return 1; }
@@ -79,19 +82,19 @@ class ReLULayer final : public Layer<D, T> {
                 rp_.negative_slope);
   }
 
-  void forward_impl(Context& ctx, const Vec& bottom, const Vec& top) override {
+  void kernel_forward(Context& ctx, const Vec& bottom, const Vec& top) {
     const std::size_t n = bottom[0]->count();
     if (keeps_bottom(bottom, top)) math::copy(ctx, n, bottom[0]->data(), saved_bottom_.data());
-    detail::ReLUKernel<D, T>::forward(n, bottom[0]->data(), top[0]->data(), static_cast<T>(rp_.negative_slope));
+    ReLUKernel<D, T>::forward(n, bottom[0]->data(), top[0]->data(), static_cast<T>(rp_.negative_slope));
   }
 
-  void backward_impl(Context&, const Vec& top, const std::vector<bool>& propagate_down,
-                     const Vec& bottom) override {
-    if (!propagate_down[0]) return;
+  void kernel_backward(const Vec& top, const Vec& bottom) {
     const T* x = keeps_bottom(bottom, top) ? saved_bottom_.data() : bottom[0]->data();
-    detail::ReLUKernel<D, T>::backward(bottom[0]->count(), x, top[0]->diff(), bottom[0]->diff(),
-                                       static_cast<T>(rp_.negative_slope));
+    ReLUKernel<D, T>::backward(bottom[0]->count(), x, top[0]->diff(), bottom[0]->diff(),
+                               static_cast<T>(rp_.negative_slope));
   }
+
+  ReLUParam rp_;
 
  private:
   // A negative slope flips the sign of negative inputs, so in place the top no longer tells
@@ -100,8 +103,28 @@ class ReLULayer final : public Layer<D, T> {
     return rp_.negative_slope < 0 && (top[0] == bottom[0] || top[0]->shares_data_with(*bottom[0]));
   }
 
-  ReLUParam rp_;
   Tensor<D, T> saved_bottom_;
+};
+}  // namespace detail
+
+template <class D, class T = float>
+class ReLULayer final : public detail::ReLUBase<D, T> {
+  using Base = detail::ReLUBase<D, T>;
+
+ public:
+  using typename Base::Context;
+  using typename Base::Vec;
+  using Base::Base;
+
+ protected:
+  void forward_impl(Context& ctx, const Vec& bottom, const Vec& top) override {
+    this->kernel_forward(ctx, bottom, top);
+  }
+
+  void backward_impl(Context&, const Vec& top, const std::vector<bool>& propagate_down,
+                     const Vec& bottom) override {
+    if (propagate_down[0]) this->kernel_backward(top, bottom);
+  }
 };
 
 POSEIDON_REGISTER_LAYER("ReLU", ReLULayer)

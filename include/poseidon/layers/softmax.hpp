@@ -80,23 +80,24 @@ struct SoftmaxKernel<CPU, T> {
 };
 }  // namespace detail
 
-template <class D, class T = float>
-class SoftmaxLayer final : public Layer<D, T> {
+namespace detail {
+/// What the CPU and CUDA Softmax share: the parameter, the axis and the (outer, channels, inner)
+/// view of the bottom. Backward reads only the top, so running in place is safe (Caffe allows it).
+template <class D, class T>
+class SoftmaxBase : public Layer<D, T> {
   using Base = Layer<D, T>;
-  using Kernel = detail::SoftmaxKernel<D, T>;
 
  public:
   using typename Base::Context;
   using typename Base::Vec;
 
-  explicit SoftmaxLayer(const LayerParameter& p)
+  explicit SoftmaxBase(const LayerParameter& p)
       : Base(p), sp_(SoftmaxParam::from_message(p.sub("softmax_param"), p.describe() + " softmax_param")) {}
-  SoftmaxLayer(const LayerParameter& p, SoftmaxParam sp) : Base(p), sp_(sp) {}
+  SoftmaxBase(const LayerParameter& p, SoftmaxParam sp) : Base(p), sp_(sp) {}
 
   [[nodiscard]] std::string_view type() const override { return "Softmax"; }
   [[nodiscard]] int exact_num_bottom() const override { return 1; }
   [[nodiscard]] int exact_num_top() const override { return 1; }
-  // Backward reads only the top, so running in place is safe (Caffe allows it too).
   [[nodiscard]] bool supports_in_place() const override { return true; }
   [[nodiscard]] const SoftmaxParam& softmax_param() const { return sp_; }
   /// The canonical softmax axis for the current bottom (valid after setup).
@@ -112,6 +113,30 @@ class SoftmaxLayer final : public Layer<D, T> {
     channels_ = static_cast<std::size_t>(b.shape(axis_));
     inner_ = b.count(axis_ + 1);
     if (top[0] != bottom[0]) top[0]->reshape(b.shape());
+  }
+
+ protected:
+  SoftmaxParam sp_;
+  int axis_ = 0;
+  std::size_t outer_ = 0, channels_ = 0, inner_ = 0;
+};
+}  // namespace detail
+
+template <class D, class T = float>
+class SoftmaxLayer final : public detail::SoftmaxBase<D, T> {
+  using Base = detail::SoftmaxBase<D, T>;
+  using Kernel = detail::SoftmaxKernel<D, T>;
+  using Base::outer_;
+  using Base::channels_;
+  using Base::inner_;
+
+ public:
+  using typename Base::Context;
+  using typename Base::Vec;
+  using Base::Base;
+
+  void reshape(const Vec& bottom, const Vec& top) override {
+    Base::reshape(bottom, top);
     scratch_.reshape(Shape{static_cast<int>(outer_ * inner_)});
   }
 
@@ -128,9 +153,6 @@ class SoftmaxLayer final : public Layer<D, T> {
   }
 
  private:
-  SoftmaxParam sp_;
-  int axis_ = 0;
-  std::size_t outer_ = 0, channels_ = 0, inner_ = 0;
   Tensor<D, T> scratch_;  // outer x inner: per-distribution max, sum and dot
 };
 

@@ -54,75 +54,46 @@ struct ReLUKernel<CUDA, T> {
 /// ReLU (its coef is the clipped ReLU's ceiling or ELU's alpha), so a non-zero slope runs the
 /// ReLUKernel functors above.
 template <class T>
-class ReLULayer<CUDA, T> final : public Layer<CUDA, T> {
-  using Base = Layer<CUDA, T>;
-  using Kernel = detail::ReLUKernel<CUDA, T>;
+class ReLULayer<CUDA, T> final : public detail::ReLUBase<CUDA, T> {
+  using Base = detail::ReLUBase<CUDA, T>;
 
  public:
   using typename Base::Context;
   using typename Base::Vec;
+  using Base::Base;
 
-  explicit ReLULayer(const LayerParameter& p)
-      : Base(p), rp_(ReLUParam::from_message(p.sub("relu_param"), p.describe() + " relu_param")) {}
-  ReLULayer(const LayerParameter& p, ReLUParam rp) : Base(p), rp_(rp) {}
-
-  [[nodiscard]] std::string_view type() const override { return "ReLU"; }
-  [[nodiscard]] int exact_num_bottom() const override { return 1; }
-  [[nodiscard]] int exact_num_top() const override { return 1; }
-  [[nodiscard]] bool supports_in_place() const override { return true; }
-  [[nodiscard]] const ReLUParam& relu_param() const { return rp_; }
   /// Whether the passes run on cuDNN (negative_slope 0 and a describable tensor).
   [[nodiscard]] bool uses_cudnn() const { return cudnn_; }
 
   void reshape(const Vec& bottom, const Vec& top) override {
-    if (top[0] != bottom[0]) top[0]->reshape(bottom[0]->shape());
-    if (keeps_bottom(bottom, top)) saved_bottom_.reshape(bottom[0]->shape());
+    Base::reshape(bottom, top);
     const std::size_t n = bottom[0]->count();
-    cudnn_ = rp_.negative_slope == 0 && detail::gpu::cudnn_describable(n);
+    cudnn_ = this->rp_.negative_slope == 0 && detail::gpu::cudnn_describable(n);
     if (cudnn_) act_.set_count(n);
   }
 
  protected:
-  void layer_setup(Context&, const Vec&, const Vec&) override {
-    this->check(std::isfinite(rp_.negative_slope), "relu_param negative_slope must be finite, got ",
-                rp_.negative_slope);
-  }
-
   void forward_impl(Context& ctx, const Vec& bottom, const Vec& top) override {
-    const std::size_t n = bottom[0]->count();
-    if (n == 0) return;
-    if (cudnn_) {
+    if (bottom[0]->count() == 0) return;
+    if (cudnn_)
       act_.forward(ctx.cudnn(), bottom[0]->data(), top[0]->data());
-      return;
-    }
-    if (keeps_bottom(bottom, top)) math::copy(ctx, n, bottom[0]->data(), saved_bottom_.data());
-    Kernel::forward(n, bottom[0]->data(), top[0]->data(), static_cast<T>(rp_.negative_slope));
+    else
+      this->kernel_forward(ctx, bottom, top);
   }
 
   void backward_impl(Context& ctx, const Vec& top, const std::vector<bool>& propagate_down,
                      const Vec& bottom) override {
-    const std::size_t n = bottom[0]->count();
-    if (!propagate_down[0] || n == 0) return;
-    if (cudnn_) {
+    if (!propagate_down[0] || bottom[0]->count() == 0) return;
+    if (cudnn_)
       // Out of place x is the bottom, in place the top; either way x > 0 exactly where the bottom was.
       act_.backward(ctx.cudnn(), top[0]->data(), top[0]->diff(), bottom[0]->data(), bottom[0]->diff());
-      return;
-    }
-    const T* x = keeps_bottom(bottom, top) ? saved_bottom_.data() : bottom[0]->data();
-    Kernel::backward(n, x, top[0]->diff(), bottom[0]->diff(), static_cast<T>(rp_.negative_slope));
+    else
+      this->kernel_backward(top, bottom);
   }
 
  private:
-  // The CPU layer's rule: a negative slope flips the sign of negative inputs, so in place the top
-  // no longer tells which side of 0 the bottom was on; a copy of the bottom is kept for backward.
-  [[nodiscard]] bool keeps_bottom(const Vec& bottom, const Vec& top) const {
-    return rp_.negative_slope < 0 && (top[0] == bottom[0] || top[0]->shares_data_with(*bottom[0]));
-  }
-
-  ReLUParam rp_;
   bool cudnn_ = false;
   detail::gpu::CudnnActivation<T> act_{CUDNN_ACTIVATION_RELU};
-  Tensor<CUDA, T> saved_bottom_;
 };
 
 POSEIDON_REGISTER_LAYER_CUDA("ReLU", ReLULayer)

@@ -116,38 +116,23 @@ class CudnnSoftmax {
 /// INT_MAX values. cuDNN does not document x == y (or dy == dx) as allowed for softmax, so an
 /// in-place pass first copies its input aside into a scratch tensor of the blob's size.
 template <class T>
-class SoftmaxLayer<CUDA, T> final : public Layer<CUDA, T> {
-  using Base = Layer<CUDA, T>;
+class SoftmaxLayer<CUDA, T> final : public detail::SoftmaxBase<CUDA, T> {
+  using Base = detail::SoftmaxBase<CUDA, T>;
   using Kernel = detail::SoftmaxKernel<CUDA, T>;
+  using Base::outer_;
+  using Base::channels_;
+  using Base::inner_;
 
  public:
   using typename Base::Context;
   using typename Base::Vec;
+  using Base::Base;
 
-  explicit SoftmaxLayer(const LayerParameter& p)
-      : Base(p), sp_(SoftmaxParam::from_message(p.sub("softmax_param"), p.describe() + " softmax_param")) {}
-  SoftmaxLayer(const LayerParameter& p, SoftmaxParam sp) : Base(p), sp_(sp) {}
-
-  [[nodiscard]] std::string_view type() const override { return "Softmax"; }
-  [[nodiscard]] int exact_num_bottom() const override { return 1; }
-  [[nodiscard]] int exact_num_top() const override { return 1; }
-  [[nodiscard]] bool supports_in_place() const override { return true; }
-  [[nodiscard]] const SoftmaxParam& softmax_param() const { return sp_; }
-  /// The canonical softmax axis for the current bottom (valid after setup).
-  [[nodiscard]] int axis() const { return axis_; }
   /// Whether the passes run on cuDNN (every non-empty tensor of at most INT_MAX values).
   [[nodiscard]] bool uses_cudnn() const { return cudnn_; }
 
   void reshape(const Vec& bottom, const Vec& top) override {
-    const auto& b = *bottom[0];
-    const int n = b.num_axes();
-    this->check(sp_.axis >= -n && sp_.axis < n, "softmax_param axis ", sp_.axis, " is out of range for bottom '",
-                this->name_of_bottom(0), "' of shape ", b.shape().str());
-    axis_ = sp_.axis < 0 ? sp_.axis + n : sp_.axis;
-    outer_ = b.count(0, axis_);
-    channels_ = static_cast<std::size_t>(b.shape(axis_));
-    inner_ = b.count(axis_ + 1);
-    if (top[0] != bottom[0]) top[0]->reshape(b.shape());
+    Base::reshape(bottom, top);
     cudnn_ = softmax_.set(outer_, channels_, inner_);
   }
 
@@ -186,9 +171,6 @@ class SoftmaxLayer<CUDA, T> final : public Layer<CUDA, T> {
     return scratch_.data();
   }
 
-  SoftmaxParam sp_;
-  int axis_ = 0;
-  std::size_t outer_ = 0, channels_ = 0, inner_ = 0;
   bool cudnn_ = false;
   detail::gpu::CudnnSoftmax<T> softmax_;
   Tensor<CUDA, T> scratch_;  // the input of an in-place pass
