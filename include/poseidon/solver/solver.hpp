@@ -382,9 +382,8 @@ class Solver {
     pre.decay = static_cast<T>(cfg_.weight_decay) * static_cast<T>(lp.decay_mult);
     pre.l1 = cfg_.regularization_type != "L2";  // validate() admits L1 and L2 only
     auto& p = param(param_id);
-    const detail::FusedUpdateOp<T, Rule> op{p.data(), p.diff(), history(0, param_id).data(),
-                                            second_history ? history(1, param_id).data() : nullptr, pre, rule};
-    detail::FusedUpdate<D, T>::run(*ctx_, p.count(), op);
+    detail::apply_fused_update(*ctx_, p.count(), p.data(), p.diff(), history(0, param_id).data(),
+                               second_history ? history(1, param_id).data() : nullptr, pre, rule);
     return true;
   }
   tensor_type& param(int i) { return *net_->learnable_params()[static_cast<std::size_t>(i)].tensor; }

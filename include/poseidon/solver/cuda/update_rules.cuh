@@ -8,10 +8,10 @@
 POSEIDON_NAMESPACE_BEGIN
 namespace detail {
 
-template <class T>
-struct FusedUpdate<CUDA, T> {
-  template <class Rule>
-  static void run(DeviceContext<CUDA>& ctx, std::size_t n, const FusedUpdateOp<T, Rule>& op) {
+template <>
+struct FusedUpdate<CUDA> {
+  template <class Op>
+  static void run(DeviceContext<CUDA>& ctx, std::size_t n, const Op& op) {
     math::detail::for_each_index(ctx, n, op);
   }
 };
