@@ -121,8 +121,7 @@ struct PoolKernel<CPU, T> {
       max_forward_tiled(g, planes, x, y, argmax, mask);
       return;
     }
-    const std::size_t in_plane = static_cast<std::size_t>(g.height) * static_cast<std::size_t>(g.width);
-    const std::size_t out_plane = static_cast<std::size_t>(g.out_h) * static_cast<std::size_t>(g.out_w);
+    const std::size_t in_plane = g.in_plane(), out_plane = g.out_plane();
     const PoolAxis rows(g.out_h, g.height, g.kernel_h, g.stride_h, g.pad_h);
     const PoolAxis cols(g.out_w, g.width, g.kernel_w, g.stride_w, g.pad_w);
     const int ow = g.out_w, sw = g.stride_w, kw = g.kernel_w, W = g.width;
@@ -254,8 +253,7 @@ struct PoolKernel<CPU, T> {
   }
 
   static void max_backward(const PoolGeometry& g, int planes, const T* dy, const int* argmax, T* dx) {
-    const std::size_t in_plane = static_cast<std::size_t>(g.height) * static_cast<std::size_t>(g.width);
-    const std::size_t out_plane = static_cast<std::size_t>(g.out_h) * static_cast<std::size_t>(g.out_w);
+    const std::size_t in_plane = g.in_plane(), out_plane = g.out_plane();
 #pragma omp parallel for schedule(static) if (static_cast<std::size_t>(planes) * in_plane > math::detail::omp_min_elements)
     for (int pl = 0; pl < planes; ++pl) {
       T* dxp = dx + static_cast<std::size_t>(pl) * in_plane;
@@ -278,8 +276,7 @@ struct PoolKernel<CPU, T> {
   // compiler vectorises), then each window's columns of it. The sums differ from Caffe's order of
   // additions by rounding only.
   static void ave_forward(const PoolGeometry& g, int planes, const T* x, T* y) {
-    const std::size_t in_plane = static_cast<std::size_t>(g.height) * static_cast<std::size_t>(g.width);
-    const std::size_t out_plane = static_cast<std::size_t>(g.out_h) * static_cast<std::size_t>(g.out_w);
+    const std::size_t in_plane = g.in_plane(), out_plane = g.out_plane();
     const PoolAxis rows(g.out_h, g.height, g.kernel_h, g.stride_h, g.pad_h);
     const PoolAxis cols(g.out_w, g.width, g.kernel_w, g.stride_w, g.pad_w);
     const int ow = g.out_w, sw = g.stride_w, kw = g.kernel_w, W = g.width;
@@ -325,8 +322,7 @@ struct PoolKernel<CPU, T> {
   // instead of kernel_h * kernel_w scattered ones per output. The sums differ from Caffe's order
   // of additions by rounding only.
   static void ave_backward(const PoolGeometry& g, int planes, const T* dy, T* dx) {
-    const std::size_t in_plane = static_cast<std::size_t>(g.height) * static_cast<std::size_t>(g.width);
-    const std::size_t out_plane = static_cast<std::size_t>(g.out_h) * static_cast<std::size_t>(g.out_w);
+    const std::size_t in_plane = g.in_plane(), out_plane = g.out_plane();
     const PoolAxis rows(g.out_h, g.height, g.kernel_h, g.stride_h, g.pad_h);
     const PoolAxis cols(g.out_w, g.width, g.kernel_w, g.stride_w, g.pad_w);
     const int ow = g.out_w, sw = g.stride_w, kw = g.kernel_w, W = g.width;
