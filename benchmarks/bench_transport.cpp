@@ -113,16 +113,20 @@ bool write_all(int fd, const void* p, std::size_t n) {
                                pd::detail::Clock::now() + 3600s) == pd::detail::IoStatus::ok;
 }
 
+// Throughput: message i lands in buffer i % window, as it does on the fabric side (which needs
+// `window` buffers for its receives in flight), so both receivers touch the same memory; reading
+// every message into one buffer kept a 1 MiB message in L2 and the socket ~10% ahead for that alone.
 void socket_peer(int fd) {
-  std::vector<std::byte> buf;
+  std::vector<std::vector<std::byte>> bufs(window);
   for (;;) {
     Command c;
     if (!read_all(fd, &c, sizeof c) || c.op == 0) return;
-    buf.resize(c.size);
+    for (auto& b : bufs) b.resize(c.size);
+    auto& buf = bufs[0];
     if (c.op == 1) {
       const auto cpu0 = process_cpu_ns();
       const auto cs0 = process_switches();
-      for (std::uint64_t i = 0; i < c.count; ++i) read_all(fd, buf.data(), c.size);
+      for (std::uint64_t i = 0; i < c.count; ++i) read_all(fd, bufs[i % window].data(), c.size);
       Ack ack{c.count, process_cpu_ns() - cpu0, process_switches() - cs0};
       write_all(fd, &ack, sizeof ack);
     } else {
