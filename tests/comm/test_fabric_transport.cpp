@@ -322,6 +322,74 @@ TEST_CASE("fabric: several threads waiting on one transport, and a thread that o
       opts));
 }
 
+TEST_CASE("fabric: messages that arrive before their receive is posted land intact, in send order") {
+  // Sizes on both sides of rxm's eager limit and of the checksum piece, all sent before the
+  // receiver posts anything: the provider has to hold them (or their rendezvous requests) until
+  // the receives come, and then match each to the right buffer.
+  const std::vector<std::size_t> sizes = {1, 100'000, 1 << 20, (4 << 20) + 40, (9 << 20) + 3, 1 << 20};
+  for (bool checksum : {true, false}) {
+    CAPTURE(checksum);
+    pd::FabricOptions opts;
+    opts.checksum_payload = checksum;
+    require_clean(run_ranks(
+        2,
+        [&](pd::FabricTransport& t) {
+          if (t.rank() == 0) {
+            std::vector<std::vector<std::byte>> msgs;
+            for (std::size_t i = 0; i < sizes.size(); ++i) msgs.push_back(pattern(sizes[i], static_cast<unsigned>(i)));
+            std::vector<pd::FabricTransport::Request> reqs;
+            for (auto& m : msgs) reqs.push_back(t.isend(1, 3, m));
+            for (auto& q : reqs) t.wait(q);
+            std::vector<std::byte> done(1);
+            auto r = t.irecv(1, 4, done);
+            t.wait(r);
+          } else {
+            std::this_thread::sleep_for(300ms);  // everything above is sent (or offered) by now
+            for (std::size_t i = 0; i < sizes.size(); ++i) {
+              CAPTURE(i);
+              std::vector<std::byte> buf(sizes[i]);
+              auto q = t.irecv(0, 3, buf);
+              CHECK(t.wait(q) == sizes[i]);
+              CHECK(buf == pattern(sizes[i], static_cast<unsigned>(i)));
+            }
+            std::vector<std::byte> done(1);
+            auto s = t.isend(0, 4, done);
+            t.wait(s);
+          }
+        },
+        opts));
+  }
+}
+
+TEST_CASE("fabric: a large unreceived message does not hold up a later one that is received first") {
+  // No head-of-line blocking: the receiver asks for the small message on tag 2 first and only
+  // then for the large one on tag 1 that was sent ahead of it.
+  for (std::size_t big : {std::size_t{200'000}, std::size_t{3} << 20, (std::size_t{9} << 20) + 5}) {
+    CAPTURE(big);
+    require_clean(run_ranks(
+        2,
+        [&](pd::FabricTransport& t) {
+          if (t.rank() == 0) {
+            const auto a = pattern(big, 1), b = pattern(10, 2);
+            auto sa = t.isend(1, 1, a);
+            auto sb = t.isend(1, 2, b);
+            t.wait(sb);
+            t.wait(sa);
+          } else {
+            std::this_thread::sleep_for(100ms);
+            std::vector<std::byte> b(10), a(big);
+            auto rb = t.irecv(0, 2, b);
+            CHECK(t.wait(rb, 5000ms) == 10);
+            auto ra = t.irecv(0, 1, a);
+            CHECK(t.wait(ra) == big);
+            CHECK(a == pattern(big, 1));
+            CHECK(b == pattern(10, 2));
+          }
+        },
+        {}, {10'000ms, 10'000ms}));
+  }
+}
+
 TEST_CASE("fabric: a message that does not fit its receive buffer is rejected, naming peer and tag") {
   auto errors = run_ranks(2, [](pd::FabricTransport& t) {
     if (t.rank() == 0) {
