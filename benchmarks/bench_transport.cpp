@@ -337,6 +337,21 @@ class RatioReporter : public benchmark::ConsoleReporter {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Flags first: --help exits inside Initialize, which must happen before there is a peer
+  // waiting for this process's goodbye. Repetitions are interleaved at random across all
+  // benchmarks: on a shared machine the load drifts, and measuring socket and fabric at
+  // different times would compare the drift.
+  std::vector<char*> args(argv, argv + argc);
+  std::string reps = "--benchmark_repetitions=3", shuffle = "--benchmark_enable_random_interleaving=true";
+  bool has_reps = false;
+  for (int i = 1; i < argc; ++i) has_reps |= std::string(argv[i]).starts_with("--benchmark_repetitions");
+  if (!has_reps) {
+    args.push_back(reps.data());
+    args.push_back(shuffle.data());
+  }
+  int nargs = static_cast<int>(args.size());
+  benchmark::Initialize(&nargs, args.data());
+
   const char* role_env = std::getenv("POSEIDON_BENCH_ROLE");
   const std::string role = role_env ? role_env : "local";
   pd::Cluster cluster;
@@ -370,18 +385,6 @@ int main(int argc, char** argv) {
   benchmark::RegisterBenchmark("BM_fabric_throughput/nocrc", BM_fabric_throughput, false)->Apply(sizes);
   benchmark::RegisterBenchmark("BM_socket_latency", BM_socket_latency)->Apply(latency_sizes);
   benchmark::RegisterBenchmark("BM_fabric_latency", BM_fabric_latency)->Apply(latency_sizes);
-  // Repetitions interleaved at random across all benchmarks: on a shared machine the load
-  // drifts, and measuring socket and fabric at different times would compare the drift.
-  std::vector<char*> args(argv, argv + argc);
-  std::string reps = "--benchmark_repetitions=3", shuffle = "--benchmark_enable_random_interleaving=true";
-  bool has_reps = false;
-  for (int i = 1; i < argc; ++i) has_reps |= std::string(argv[i]).starts_with("--benchmark_repetitions");
-  if (!has_reps) {
-    args.push_back(reps.data());
-    args.push_back(shuffle.data());
-  }
-  int nargs = static_cast<int>(args.size());
-  benchmark::Initialize(&nargs, args.data());
   RatioReporter reporter;
   benchmark::RunSpecifiedBenchmarks(&reporter);
   benchmark::Shutdown();

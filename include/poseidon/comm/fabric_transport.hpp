@@ -67,8 +67,7 @@ struct FabricOptions {
   /// is on the wire, and the receiver verifies each piece as it lands instead of a pass over the
   /// whole message before and after. Each piece is one fabric message with its own wake-ups,
   /// so small pieces cost more than the overlap saves (1 MiB and 256 KiB pieces moved 5-25%
-  /// fewer bytes per CPU-second than 4 MiB here). A piece and its header fit rxm's eager limit
-  /// as this transport sets it (4 MiB + 4 KiB); larger pieces go by rendezvous. Below
+  /// fewer bytes per CPU-second than 4 MiB here). Below
   /// FrameHeader::min_piece, one CRC over the whole payload. Only the sender's value matters
   /// (the header carries it).
   std::size_t checksum_piece_bytes = std::size_t{4} << 20;
@@ -124,6 +123,12 @@ struct FabricOp {
   FabricOp* next_inflight = nullptr;
   FrameHeader received;  // receive: the validated header
   bool header_done = false;  // receive: `received` is set and the continuation postings exist
+  // A receive whose (well-formed) header was rejected: its continuations are still on their way
+  // and must be taken off the wire, or a later message of this (peer, tag) would get them. They
+  // land in `drain`, one continuation's worth of scratch shared by all of them (a provider may
+  // tear the connection down rather than truncate, so each gets exactly the room it needs).
+  bool draining = false;
+  std::unique_ptr<std::byte[]> drain;
   std::size_t bytes = 0;
   // pending -> finishing (the one thread that won the race writes `error`) -> done | failed.
   enum State : int { pending, finishing, done, failed };
@@ -189,16 +194,18 @@ inline std::string provider_chain(const std::string& name) {
 
 // rxm sends messages up to its eager limit (default 16 KiB) in one go and larger ones through a
 // rendezvous handshake (request, read, data, done), which on tcp costs two more wake-ups on each
-// side: a 64 KiB round trip took 250 us instead of 90 us, and a stream of 1 MiB messages moved
-// ~10% fewer bytes per CPU-second. An eager message costs no copy when rxm sends it straight from
-// the caller's buffer (direct send) and the tcp provider lands it in the posted receive (dynamic
-// receive buffers, rxm's default over tcp); without direct send rxm first copies it into a
-// bounce buffer, which made 1 MiB messages slower than rendezvous. So the limit covers one whole
-// checksum piece (FabricOptions::checksum_piece_bytes, 4 MiB) and its header. The price: a
-// message that arrives before its receive is posted is held in memory by the receiving provider
-// (rendezvous holds only the request), and its send completes at once. Set only where the user
-// has not, and once, before libfabric reads its parameters; every rank must agree on the limit.
-inline constexpr const char* rxm_eager_limit = "4198400";  // 4 MiB + 4 KiB
+// side: a 64 KiB round trip took 250 us instead of 90 us. An eager message costs no copy when
+// rxm sends it straight from the caller's buffer (direct send) and the tcp provider lands it in a
+// receive that is already posted (dynamic receive buffers, rxm's default over tcp); without
+// direct send rxm first copies it into a bounce buffer. A message that arrives before its
+// receive is posted is held (and later copied) by the receiving provider, so eager pays only
+// where receives are posted ahead. Measured (bytes per CPU-second against a socket, 10 runs):
+// 1 MiB messages went from 75% to 86% with a 4 MiB limit, but the 4 MiB checksum pieces, whose
+// receives are posted only once the message's header has landed, fell from 86-88% to 75-80%.
+// Hence 1 MiB + 4 KiB: whole messages up to 1 MiB go eager, checksum pieces by rendezvous.
+// Set only where the user has not, and once, before libfabric reads its parameters; every rank
+// must agree on the limit.
+inline constexpr const char* rxm_eager_limit = "1052672";  // 1 MiB + 4 KiB
 inline void default_rxm_parameters() {
   static std::once_flag once;
   std::call_once(once, [] {
@@ -398,6 +405,17 @@ class FabricTransport {
     std::string node;
     if (ip_based) node = detail::choose_local_address(cluster_);
     if (chain.find("ofi_rxm") != std::string::npos) detail::default_rxm_parameters();
+    if (chain == "tcp;ofi_rxm") {
+      // Over tcp an eager message that does not fit its receive makes the provider drop the
+      // connection instead of truncating it. A receive smaller than a chunk therefore gets a
+      // shared overflow area behind its buffer, as long as the eager limit: the message lands
+      // whole, the header says it does not fit, and the rejection leaves the connection up.
+      // (verbs would register the area with every receive, so it is tcp only.) The memory is
+      // only touched when a message overflows.
+      const char* limit = std::getenv("FI_OFI_RXM_EAGER_LIMIT");
+      overflow_bytes_ = std::min<std::size_t>(limit ? std::strtoull(limit, nullptr, 10) : 0, std::size_t{64} << 20);
+      if (overflow_bytes_) overflow_ = std::make_unique_for_overwrite<std::byte[]>(overflow_bytes_);
+    }
     fi_info* hints = ::fi_allocinfo();
     POSEIDON_CHECK(hints, "rank ", rank_, ": fi_allocinfo failed");
     hints->ep_attr->type = FI_EP_RDM;
@@ -515,7 +533,7 @@ class FabricTransport {
         ++it;
         continue;
       }
-      if (op.pending_now())
+      if (op.pending_now() || op.draining)
         for (std::size_t k = 1; k < op.posting_count(); ++k) queue_.emplace_back(*it, k);
       it = recvs_.erase(it);
     }
@@ -735,11 +753,13 @@ class FabricTransport {
   bool post(const std::shared_ptr<detail::FabricOp>& keep, std::size_t index) {
     auto& op = *keep;
     auto& p = op.posting(index);
-    iovec iov[3];
+    iovec iov[4];
     std::size_t n = 0;
     if (p.first) iov[n++] = {op.header.data(), op.header.size()};
-    if (p.length) iov[n++] = {op.data + p.offset, p.length};
+    if (p.length) iov[n++] = {(op.draining && !p.first ? op.drain.get() : op.data + p.offset), p.length};
     if (p.has_trailer) iov[n++] = {p.trailer.data(), p.trailer.size()};
+    if (p.first && !op.is_send && overflow_bytes_ && p.length < options_.chunk_bytes)
+      iov[n++] = {overflow_.get(), overflow_bytes_};
     const auto ftag = detail::fabric_tag(op.is_send ? rank_ : op.peer, op.tag, !p.first);
     ssize_t rc;
     if (op.is_send)
@@ -793,6 +813,28 @@ class FabricTransport {
     fail_op(op, msg);
   }
 
+  // A receive whose message does not fit its buffer. When the header itself is sound, the rest
+  // of the message (continuations of a chunked or pieced frame) is drained so that it cannot
+  // match a later receive of the same (peer, tag); a header that fails its own checks tells us
+  // nothing we could trust about what follows, and is only rejected.
+  void reject_oversized(detail::FabricOp& op) {
+    const auto d = decode_header(op.header, {~std::uint64_t{0}, static_cast<std::uint32_t>(size_), true});
+    if (d && d.header.kind == FrameKind::data && d.header.source == static_cast<std::uint32_t>(op.peer) &&
+        d.header.tag == op.tag) {
+      const auto& h = d.header;
+      const std::size_t step = h.pieced() ? std::size_t{h.piece} : options_.chunk_bytes;
+      const std::size_t first = std::min<std::size_t>(h.length, step);
+      for (std::size_t off = first; off < h.length; off += step)
+        op.add_posting(off, std::min<std::size_t>(step, h.length - off), h.pieced());
+      if (op.posting_count() > 1) {
+        op.drain = std::make_unique_for_overwrite<std::byte[]>(std::min<std::size_t>(step, h.length - first));
+        op.draining = true;
+      }
+      op.header_done = true;  // pump_receives_locked posts the drains, in order
+    }
+    reject(op, detail::concat("its message does not fit the ", op.capacity, "-byte receive buffer"));
+  }
+
   // One posting of `op` left the provider: complete the op when nothing of it remains, and let
   // go of it (this may free it, so callers must not touch `op` afterwards).
   void retire(detail::FabricOp& op) {
@@ -815,8 +857,7 @@ class FabricTransport {
     if (len < FrameHeader::size) return reject(op, detail::concat("only ", len, " bytes, shorter than a frame header"));
     const auto d = decode_header(op.header, {op.capacity, static_cast<std::uint32_t>(size_), true});
     if (!d) {
-      if (d.error == FrameError::oversized)
-        return reject(op, detail::concat("its message does not fit the ", op.capacity, "-byte receive buffer"));
+      if (d.error == FrameError::oversized) return reject_oversized(op);
       return reject(op, std::string(to_string(d.error)));
     }
     const auto& h = d.header;
@@ -863,8 +904,11 @@ class FabricTransport {
     auto* p = static_cast<detail::FabricPosting*>(err.op_context);
     if (!p) return;
     auto& op = *p->op;
-    if (err.err == FI_ETRUNC) {
-      reject(op, detail::concat("its message does not fit the ", op.capacity, "-byte receive buffer"));
+    if (op.draining && !p->first) {
+      // a continuation of a rejected message, dropped as intended
+    } else if (err.err == FI_ETRUNC) {
+      if (p->first && !op.is_send && op.pending_now()) reject_oversized(op);
+      else reject(op, detail::concat("its message does not fit the ", op.capacity, "-byte receive buffer"));
     } else {
       op.provider_error = true;
       fail_op(op, detail::concat(::fi_strerror(err.err), " (provider: ",
@@ -885,11 +929,12 @@ class FabricTransport {
       std::lock_guard lock(state_mutex_);
       while (!queue_.empty()) {
         auto& item = queue_.front();
-        if (item.first->pending_now() && !post(item.first, item.second)) {
+        const auto& op = *item.first;
+        if ((op.pending_now() || op.draining) && !post(item.first, item.second)) {
           blocked = true;  // -FI_EAGAIN: drive progress below, then retry this same item
           break;
         }
-        queue_.pop_front();  // posted, or its op already failed and the rest is moot
+        queue_.pop_front();  // posted, or its op already failed and (unless it drains) the rest is moot
       }
     }
     fi_cq_tagged_entry entries[32];
@@ -957,6 +1002,8 @@ class FabricTransport {
   fid_av* av_ = nullptr;
   fid_ep* ep_ = nullptr;
   std::vector<std::byte> local_name_;
+  std::unique_ptr<std::byte[]> overflow_;  // where an oversized eager message's excess lands (tcp)
+  std::size_t overflow_bytes_ = 0;
   std::vector<fi_addr_t> addrs_;
   std::optional<Rendezvous> rendezvous_;
 
