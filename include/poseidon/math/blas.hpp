@@ -6,6 +6,7 @@
 #include <poseidon/core/context.hpp>
 #include <poseidon/core/device.hpp>
 #include <poseidon/core/error.hpp>
+#include <poseidon/math/skinny_gemm.hpp>
 
 #include <cblas.h>
 
@@ -39,9 +40,13 @@ inline constexpr bool blas_type = std::is_same_v<T, float> || std::is_same_v<T, 
 using CpuContext = DeviceContext<CPU>;
 
 /// C = alpha * op(A) * op(B) + beta * C, with op(A) M x K, op(B) K x N, C M x N (row-major).
+/// Float products A B^T with at most 32 rows in A (a fully connected forward pass at a small
+/// batch) take math/skinny_gemm.hpp's kernel, which reads B once.
 template <class T>
-void gemm(CpuContext&, Trans ta, Trans tb, int M, int N, int K, T alpha, const T* A, const T* B, T beta, T* C) {
+void gemm(CpuContext& ctx, Trans ta, Trans tb, int M, int N, int K, T alpha, const T* A, const T* B, T beta, T* C) {
   static_assert(detail::blas_type<T>, "gemm supports float and double");
+  if constexpr (std::is_same_v<T, float>)
+    if (detail::skinny_sgemm(ta == Trans::yes, tb == Trans::yes, M, N, K, alpha, A, B, beta, C, ctx.threads())) return;
   const int lda = (ta == Trans::no) ? K : M;
   const int ldb = (tb == Trans::no) ? N : K;
   if constexpr (std::is_same_v<T, float>)
