@@ -151,7 +151,9 @@ TEST_CASE("malformed frames are rejected with the matching reason") {
   }
   SUBCASE("bad version") {
     auto f = good;
-    f[4] = std::byte{2};
+    f[4] = std::byte{pd::FrameHeader::version + 1};
+    rejects(f, pd::FrameError::bad_version);
+    f[4] = std::byte{1};  // version 1 pieces carried plain CRCs: refused, not misread
     rejects(f, pd::FrameError::bad_version);
   }
   SUBCASE("any flipped header bit breaks the header checksum") {
@@ -259,8 +261,11 @@ TEST_CASE("pieced frames: header round trip, limits, and each piece checked agai
   }
   SUBCASE("pieces check against the header (first) and their trailers (the rest)") {
     std::array<std::byte, 4> t1{}, t2{}, none{};
-    pd::detail::put_le(t1.data(), pd::crc32c(all.subspan(4096, 4096)), 4);
-    pd::detail::put_le(t2.data(), pd::crc32c(all.subspan(8192)), 4);
+    pd::detail::put_le(t1.data(), pd::piece_crc(h.payload_crc, 1, all.subspan(4096, 4096)), 4);
+    pd::detail::put_le(t2.data(), pd::piece_crc(h.payload_crc, 2, all.subspan(8192)), 4);
+    // A later piece's CRC is not its bytes' plain CRC: it starts from the message's first-piece
+    // CRC and the piece's index.
+    CHECK(pd::detail::get_le(t1.data(), 4) != pd::crc32c(all.subspan(4096, 4096)));
     const auto& g = d.header;
     CHECK(pd::check_piece(g, 0, all.first(4096), none) == pd::FrameError::none);
     CHECK(pd::check_piece(g, 1, all.subspan(4096, 4096), t1) == pd::FrameError::none);
@@ -268,6 +273,16 @@ TEST_CASE("pieced frames: header round trip, limits, and each piece checked agai
     CHECK(pd::check_piece(g, 2, all.subspan(8192), t1) == pd::FrameError::bad_payload_checksum);
     CHECK(pd::check_piece(g, 1, all.subspan(4096, 4095), t1) == pd::FrameError::length_mismatch);
     CHECK(pd::check_piece(g, 3, all.subspan(8192), t2) == pd::FrameError::length_mismatch);
+    // The same bytes at another index, or in a message whose first piece differs, do not pass.
+    std::array<std::byte, 4> t1_as_2{};
+    pd::detail::put_le(t1_as_2.data(), pd::piece_crc(h.payload_crc, 2, all.subspan(4096, 4096)), 4);
+    auto longer = g;
+    longer.length = 3 * 4096;
+    CHECK(pd::check_piece(longer, 2, all.subspan(4096, 4096), t1) == pd::FrameError::bad_payload_checksum);
+    CHECK(pd::check_piece(longer, 2, all.subspan(4096, 4096), t1_as_2) == pd::FrameError::none);
+    auto other = g;
+    other.payload_crc ^= 1u;
+    CHECK(pd::check_piece(other, 1, all.subspan(4096, 4096), t1) == pd::FrameError::bad_payload_checksum);
     auto bad = payload;
     bad[5000] ^= std::byte{0x20};
     CHECK(pd::check_piece(g, 1, std::span<const std::byte>(bad).subspan(4096, 4096), t1) ==

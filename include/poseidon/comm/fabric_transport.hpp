@@ -556,7 +556,7 @@ class FabricTransport {
     for (std::size_t off = piece; off < data.size(); off += piece)
       op->add_posting(off, std::min(piece, data.size() - off), true);
     auto& second = op->posting(1);
-    detail::put_le(second.trailer.data(), detail::crc32c_payload(data.subspan(second.offset, second.length)), 4);
+    detail::put_le(second.trailer.data(), piece_crc(h.payload_crc, 1, data.subspan(second.offset, second.length)), 4);
     queue_send(op, 2);
   }
 
@@ -620,8 +620,9 @@ class FabricTransport {
       if (!work.first) return;
       auto& op = *work.first;
       auto& p = op.posting(work.second);
+      const auto first_crc = static_cast<std::uint32_t>(detail::get_le(op.header.data() + 32, 4));  // payload_crc
       detail::put_le(p.trailer.data(),
-                     detail::crc32c_payload(std::span<const std::byte>(op.data + p.offset, p.length)), 4);
+                     piece_crc(first_crc, work.second, std::span<const std::byte>(op.data + p.offset, p.length)), 4);
       std::lock_guard lock(state_mutex_);
       op.crc_ready = work.second + 1;
     }

@@ -6,6 +6,10 @@
 // carries its own CRC-32C in 4 trailing bytes), so that a large message is checksummed piece by
 // piece while the previous piece is on the wire and verified while the next one arrives, each
 // piece still in cache. Pieced frames exist only between FabricTransports (FrameLimits::pieces).
+// A later piece's CRC starts from its place in its message (piece_crc_seed: the first piece's
+// CRC and the piece's index), so a piece that lands in the wrong message or the wrong place
+// fails its check instead of passing on its own CRC (wire version 2; version 1 checked each
+// piece alone).
 
 #include <poseidon/core/detail/crc32c_fold.hpp>
 #include <poseidon/core/config.hpp>
@@ -67,7 +71,7 @@ inline std::string_view to_string(FrameError e) noexcept {
 
 struct FrameHeader {
   static constexpr std::uint32_t magic = 0x4E445350u;  // "PSDN" in memory order
-  static constexpr std::uint8_t version = 1;
+  static constexpr std::uint8_t version = 2;
   static constexpr std::size_t size = 40;
   static constexpr std::uint16_t flag_payload_crc = 1;  // payload_crc covers the whole payload
   static constexpr std::uint16_t flag_piece_crc = 2;    // payload_crc covers piece 0; trailers the rest
@@ -199,16 +203,30 @@ inline FrameError check_payload(const FrameHeader& h, std::span<const std::byte>
   return FrameError::none;
 }
 
+/// The CRC state a later piece's checksum starts from: the CRC-32C of the first piece's CRC and
+/// the piece's index (little-endian), which ties the piece to its message and its place in it.
+inline std::uint32_t piece_crc_seed(std::uint32_t first_piece_crc, std::uint64_t index) noexcept {
+  std::array<std::byte, 12> b{};
+  detail::put_le(b.data(), first_piece_crc, 4);
+  detail::put_le(b.data() + 4, index, 8);
+  return crc32c(b);
+}
+
+/// The trailer CRC of piece `index` >= 1 of a message whose first piece has CRC `first_piece_crc`.
+inline std::uint32_t piece_crc(std::uint32_t first_piece_crc, std::uint64_t index, std::span<const std::byte> piece) noexcept {
+  return detail::crc32c_payload(piece, piece_crc_seed(first_piece_crc, index));
+}
+
 /// Checks one piece of a pieced payload: `index` 0 against the header, later ones against the
-/// trailer that came with them (little-endian, as sent).
+/// trailer that came with them (little-endian, as sent; see piece_crc).
 inline FrameError check_piece(const FrameHeader& h, std::uint64_t index, std::span<const std::byte> piece,
                               std::span<const std::byte, FrameHeader::piece_trailer> trailer) noexcept {
   if (!h.pieced() || index >= h.piece_count()) return FrameError::length_mismatch;
   const std::uint64_t begin = index * h.piece;
   if (piece.size() != std::min<std::uint64_t>(h.piece, h.length - begin)) return FrameError::length_mismatch;
-  const std::uint32_t want =
-      index == 0 ? h.payload_crc : static_cast<std::uint32_t>(detail::get_le(trailer.data(), 4));
-  return detail::crc32c_payload(piece) == want ? FrameError::none : FrameError::bad_payload_checksum;
+  if (index == 0) return detail::crc32c_payload(piece) == h.payload_crc ? FrameError::none : FrameError::bad_payload_checksum;
+  const auto want = static_cast<std::uint32_t>(detail::get_le(trailer.data(), 4));
+  return piece_crc(h.payload_crc, index, piece) == want ? FrameError::none : FrameError::bad_payload_checksum;
 }
 
 /// Decodes a whole frame (header + payload) held in one buffer; on success `payload` views
