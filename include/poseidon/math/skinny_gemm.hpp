@@ -23,7 +23,10 @@
 #define POSEIDON_SKINNY_GEMM 1
 #define POSEIDON_SKINNY_TARGET __attribute__((target("avx512f")))
 // The tiles' register arrays only stay in registers when their loops are unrolled in full.
-#if defined(__clang__)
+// (nvcc's front end knows neither pragma in host code: there the loops stay as written.)
+#if defined(__CUDACC__)
+#define POSEIDON_UNROLL
+#elif defined(__clang__)
 #define POSEIDON_UNROLL _Pragma("unroll")
 #else
 #define POSEIDON_UNROLL _Pragma("GCC unroll 16")
