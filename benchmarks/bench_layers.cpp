@@ -3,6 +3,9 @@
 //
 // Environment: POSEIDON_BENCH_THREADS (default "1,2"), POSEIDON_BENCH_ALEXNET_BATCH (default 32),
 // POSEIDON_BENCH_CONV_PARALLEL and POSEIDON_BENCH_CONV_BATCH (see conv_parallel below),
+// POSEIDON_BENCH_CONV_ALGOS (a comma-separated list of gemm, winograd, auto: every convolution is
+// timed once per algorithm, named ..._conv2_gemm, ..._conv2_winograd; default: the layer's own
+// choice, which POSEIDON_CONV_ALGO can force),
 // POSEIDON_BENCH_FC_BATCH (AlexNet's fc layers once more at BVLC's training batch, default 256;
 // 0 skips them), POSEIDON_BENCH_MIN_TIME (seconds per benchmark, default 0.05: most iterations
 // are long), POSEIDON_BENCH_REPETITIONS (default 2; the summary keeps each benchmark's best
@@ -26,6 +29,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -52,19 +56,42 @@ pd::ConvolutionLayer<pd::CPU, float>::Parallel conv_parallel() {
   return s == "gemm" ? P::gemm : s == "samples" ? P::samples : P::automatic;
 }
 
-std::vector<int> thread_counts() {
-  std::vector<int> out;
-  const char* v = std::getenv("POSEIDON_BENCH_THREADS");
-  std::string s = v && *v ? v : "1,2";
+std::vector<std::string> split_list(const char* v) {
+  std::vector<std::string> out;
+  const std::string s = v ? v : "";
   std::size_t pos = 0;
   while (pos < s.size()) {
     const std::size_t end = s.find(',', pos);
-    const int n = std::atoi(s.substr(pos, end - pos).c_str());
-    if (n > 0) out.push_back(n);
+    out.push_back(s.substr(pos, end == std::string::npos ? std::string::npos : end - pos));
     if (end == std::string::npos) break;
     pos = end + 1;
   }
+  return out;
+}
+
+std::vector<int> thread_counts() {
+  std::vector<int> out;
+  const char* v = std::getenv("POSEIDON_BENCH_THREADS");
+  for (const auto& item : split_list(v && *v ? v : "1,2"))
+    if (const int n = std::atoi(item.c_str()); n > 0) out.push_back(n);
   return out.empty() ? std::vector<int>{1} : out;
+}
+
+using Algorithm = pd::ConvolutionLayer<pd::CPU, float>::Algorithm;
+
+// POSEIDON_BENCH_CONV_ALGOS: the algorithms every convolution is timed with, side by side.
+std::vector<std::pair<std::string, Algorithm>> conv_algorithms() {
+  std::vector<std::pair<std::string, Algorithm>> out;
+  for (const auto& a : split_list(std::getenv("POSEIDON_BENCH_CONV_ALGOS"))) {
+    if (a == "gemm") out.emplace_back(a, Algorithm::gemm);
+    else if (a == "winograd") out.emplace_back(a, Algorithm::winograd);
+    else if (a == "auto") out.emplace_back(a, Algorithm::automatic);
+    else {
+      std::fprintf(stderr, "POSEIDON_BENCH_CONV_ALGOS: unknown algorithm '%s' (gemm, winograd, auto)\n", a.c_str());
+      std::exit(1);
+    }
+  }
+  return out;
 }
 
 // The shared deterministic pattern (layer_specs.hpp), written straight into a host tensor.
@@ -77,6 +104,7 @@ void fill_pattern(Tensor& t, std::uint32_t salt) {
 struct Workload : pd::bench::LayerSpec {
   explicit Workload(pd::bench::LayerSpec spec) : LayerSpec(std::move(spec)) {}
   LayerPtr instance;
+  std::optional<Algorithm> algorithm;  // a convolution's forced algorithm
   Tensor bottom, top;
   Ctx* ctx = nullptr;
 
@@ -91,6 +119,7 @@ struct Workload : pd::bench::LayerSpec {
     if (auto* conv = dynamic_cast<pd::ConvolutionLayer<pd::CPU, float>*>(instance.get())) {
       conv->set_parallel(conv_parallel());
       conv->set_batch_samples(pd::bench::env_int("POSEIDON_BENCH_CONV_BATCH", 0));
+      if (algorithm) conv->set_algorithm(*algorithm);
     }
     bottom.reshape(input);
     fill_pattern(bottom, 7);
@@ -117,7 +146,20 @@ std::vector<std::unique_ptr<Workload>>& workloads() {
   return w;
 }
 
-void add(pd::bench::LayerSpec spec) { workloads().push_back(std::make_unique<Workload>(std::move(spec))); }
+// A convolution once per algorithm of POSEIDON_BENCH_CONV_ALGOS (suffixed _gemm, _winograd, _auto).
+void add(pd::bench::LayerSpec spec) {
+  static const auto algorithms = conv_algorithms();
+  if (!spec.gemm_bound || spec.layer.rfind("conv", 0) != 0 || algorithms.empty()) {
+    workloads().push_back(std::make_unique<Workload>(std::move(spec)));
+    return;
+  }
+  for (const auto& [name, algo] : algorithms) {
+    auto w = std::make_unique<Workload>(spec);
+    w->layer += "_" + name;
+    w->algorithm = algo;
+    workloads().push_back(std::move(w));
+  }
+}
 
 void define_workloads() {
   const int b = pd::bench::env_int("POSEIDON_BENCH_ALEXNET_BATCH", 32);
@@ -128,14 +170,8 @@ void define_workloads() {
     add(pd::bench::ip_spec("alexnet", "fc7" + suffix, fb, 4096, 4096));
     add(pd::bench::ip_spec("alexnet", "fc8" + suffix, fb, 4096, 1000));
   }
-  // Caffe's CIFAR-10 quick (examples/cifar10/cifar10_quick_train_test.prototxt), batch 100: small
-  // channel counts, where the GEMMs are narrow.
-  add(pd::bench::conv_spec("cifar10_quick", "conv1", 100, 3, 32, 32, 32, 5, 1, 2, 1));
-  add(pd::bench::pool_spec("cifar10_quick", "pool1", 100, 32, 32, 32, 3, 2, "MAX"));
-  add(pd::bench::conv_spec("cifar10_quick", "conv2", 100, 32, 16, 16, 32, 5, 1, 2, 1));
-  add(pd::bench::pool_spec("cifar10_quick", "pool2", 100, 32, 16, 16, 3, 2, "AVE"));
-  add(pd::bench::conv_spec("cifar10_quick", "conv3", 100, 32, 8, 8, 64, 5, 1, 2, 1));
-  add(pd::bench::pool_spec("cifar10_quick", "pool3", 100, 64, 8, 8, 3, 2, "AVE"));
+  // Caffe's CIFAR-10 quick, batch 100: small channel counts, where the GEMMs are narrow.
+  for (auto& spec : pd::bench::cifar10_quick_specs(100)) add(std::move(spec));
   // Caffe's LeNet (examples/mnist/lenet_train_test.prototxt), batch 64.
   add(pd::bench::conv_spec("lenet", "conv1", 64, 1, 28, 28, 20, 5, 1, 0, 1));
   add(pd::bench::pool_spec("lenet", "pool1", 64, 20, 24, 24, 2, 2));

@@ -185,4 +185,18 @@ inline std::vector<LayerSpec> alexnet_specs(int b, bool elementwise) {
   return s;
 }
 
+/// Caffe's CIFAR-10 quick (examples/cifar10/cifar10_quick_train_test.prototxt) at batch b: its
+/// 5x5 pad-2 convolutions and pools, in net order.
+inline std::vector<LayerSpec> cifar10_quick_specs(int b) {
+  const std::string c = "cifar10_quick";
+  std::vector<LayerSpec> s;
+  s.push_back(conv_spec(c, "conv1", b, 3, 32, 32, 32, 5, 1, 2, 1));
+  s.push_back(pool_spec(c, "pool1", b, 32, 32, 32, 3, 2, "MAX"));
+  s.push_back(conv_spec(c, "conv2", b, 32, 16, 16, 32, 5, 1, 2, 1));
+  s.push_back(pool_spec(c, "pool2", b, 32, 16, 16, 3, 2, "AVE"));
+  s.push_back(conv_spec(c, "conv3", b, 32, 8, 8, 64, 5, 1, 2, 1));
+  s.push_back(pool_spec(c, "pool3", b, 64, 8, 8, 3, 2, "AVE"));
+  return s;
+}
+
 }  // namespace poseidon::bench

@@ -6,6 +6,9 @@
 
 #include <omp.h>
 
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -511,4 +514,195 @@ TEST_CASE_TEMPLATE("Convolution weight gradients match the definition for small 
       CHECK(double(db[static_cast<std::size_t>(o)]) == doctest::Approx(s).epsilon(tol));
     }
   }
+}
+
+namespace {
+
+using Algo = ConvolutionLayer<CPU, float>::Algorithm;
+
+// Output, bottom gradient, weight and bias gradients of one configuration under a forced
+// algorithm, with the same input, weights and top gradient for every call.
+template <class T>
+std::vector<std::vector<T>> run_algorithm(const ConvCfg& c, const Shape& in, typename ConvolutionLayer<CPU, T>::Algorithm algo,
+                                          int threads, typename ConvolutionLayer<CPU, T>::Algorithm* chosen = nullptr) {
+  const int threads_before = omp_get_max_threads();
+  Ctx ctx(threads);
+  auto x = random_tensor<T>(in, -1, 1, 31);
+  Tensor<CPU, T> y;
+  ConvolutionLayer<CPU, T> conv(conv_param(c));
+  conv.set_algorithm(algo);
+  conv.setup(ctx, {&x}, {&y});
+  conv.blobs()[0]->copy_data_from_host(random_tensor<T>(conv.blobs()[0]->shape(), -1, 1, 32).data_span());
+  if (c.bias) conv.blobs()[1]->copy_data_from_host(random_tensor<T>(conv.blobs()[1]->shape(), -1, 1, 33).data_span());
+  conv.forward(ctx, {&x}, {&y});
+  y.copy_diff_from_host(random_tensor<T>(y.shape(), -1, 1, 34).data_span());
+  for (auto& b : conv.blobs()) b->zero_diff();
+  conv.backward(ctx, {&y}, {true}, {&x});
+  if (chosen) *chosen = conv.algorithm();
+  std::vector<std::vector<T>> out{y.data_to_host(), x.diff_to_host(), conv.blobs()[0]->diff_to_host()};
+  if (c.bias) out.push_back(conv.blobs()[1]->diff_to_host());
+  ctx.set_threads(threads_before);
+  return out;
+}
+
+// |a - b| within tol of the larger tensor's largest magnitude: Winograd's rounding error scales
+// with the magnitudes of a whole tile's terms, not with the (possibly cancelling) result.
+template <class T>
+void check_close(const std::vector<T>& a, const std::vector<T>& b, double tol) {
+  REQUIRE(a.size() == b.size());
+  double scale = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) scale = std::max({scale, std::abs(double(a[i])), std::abs(double(b[i]))});
+  for (std::size_t i = 0; i < a.size(); ++i) CHECK(std::abs(double(a[i]) - double(b[i])) <= tol * scale);
+}
+
+}  // namespace
+
+TEST_CASE_TEMPLATE("Convolution with Winograd agrees with GEMM and the definition", T, float, double) {
+  using A = typename ConvolutionLayer<CPU, T>::Algorithm;
+  struct Case {
+    const char* name;
+    ConvCfg cfg;
+    Shape in;
+  };
+  const std::vector<Case> cases = {
+      {"5x5 pad 2 (CIFAR-10 quick conv3 in small)", {20, 5, 5, 2, 2}, Shape{3, 17, 8, 8}},
+      {"5x5 pad 0, odd size", {3, 5, 5}, Shape{2, 2, 9, 11}},
+      {"5x5 pad 1, no bias", {3, 5, 5, 1, 1, 1, 1, 1, 1, 1, false}, Shape{2, 3, 7, 6}},
+      {"5x5 pad 4", {2, 5, 5, 4, 4}, Shape{2, 2, 5, 5}},
+      {"3x3 pad 1 (AlexNet conv3-5 in small), groups 2", {8, 3, 3, 1, 1, 1, 1, 1, 1, 2}, Shape{2, 6, 13, 13}},
+      {"3x3 pad 0, one sample", {4, 3, 3}, Shape{1, 3, 10, 7}},
+      {"3x3 pad 2, image smaller than a tile", {3, 3, 3, 2, 2}, Shape{3, 2, 2, 3}},
+      {"3x3 asymmetric pad", {3, 3, 3, 0, 1}, Shape{2, 2, 6, 9}},
+  };
+  const double tol = std::is_same_v<T, float> ? 2e-5 : 1e-11;
+  for (const auto& c : cases) {
+    CAPTURE(std::string(c.name));
+    const auto gemm = run_algorithm<T>(c.cfg, c.in, A::gemm, 1);
+    for (int threads : {1, 2}) {
+      CAPTURE(threads);
+      A chosen = A::gemm;
+      const auto wino = run_algorithm<T>(c.cfg, c.in, A::winograd, threads, &chosen);
+      CHECK(chosen == A::winograd);
+      REQUIRE(wino.size() == gemm.size());
+      // Output, bottom gradient and weight gradient by Winograd; the bias gradient stays GEMM's.
+      for (std::size_t k = 0; k < gemm.size(); ++k) check_close(wino[k], gemm[k], tol);
+    }
+  }
+  // And against the definition, independently of the GEMM path.
+  ConvCfg c{6, 5, 5, 2, 2};
+  auto x = random_tensor<T>({2, 3, 9, 8}, -1, 1, 11);
+  Tensor<CPU, T> y;
+  ConvolutionLayer<CPU, T> conv(conv_param(c));
+  conv.set_algorithm(A::winograd);
+  Ctx ctx;
+  conv.setup(ctx, {&x}, {&y});
+  conv.forward(ctx, {&x}, {&y});
+  CHECK(conv.algorithm() == A::winograd);
+  const auto ref = reference_conv(x, *conv.blobs()[0], conv.blobs()[1]->data(), c);
+  std::vector<T> refv(ref.begin(), ref.end());
+  check_close(y.data_to_host(), refv, tol);
+}
+
+TEST_CASE_TEMPLATE("Convolution gradients through Winograd", T, float, double) {
+  using A = typename ConvolutionLayer<CPU, T>::Algorithm;
+  struct Case {
+    const char* name;
+    ConvCfg cfg;
+    Shape in;
+  };
+  const std::vector<Case> cases = {
+      {"5x5 pad 2", {3, 5, 5, 2, 2}, Shape{2, 2, 6, 5}},
+      {"3x3 pad 1, groups 2, no bias", {4, 3, 3, 1, 1, 1, 1, 1, 1, 2, false}, Shape{2, 4, 5, 6}},
+  };
+  for (const auto& c : cases) {
+    CAPTURE(std::string(c.name));
+    auto x = random_tensor<T>(c.in, -1, 1, 5);
+    Tensor<CPU, T> y;
+    ConvolutionLayer<CPU, T> conv(conv_param(c.cfg));
+    conv.set_algorithm(A::winograd);
+    expect_gradients(conv, {&x}, {&y});
+    CHECK(conv.algorithm() == A::winograd);
+  }
+}
+
+TEST_CASE("Convolution through Winograd adds its weight gradient to what is there, as Caffe does") {
+  // iter_size > 1 and shared parameters rely on parameter gradients accumulating.
+  using A = ConvolutionLayer<CPU, float>::Algorithm;
+  Ctx ctx;
+  auto x = random_tensor<float>({2, 16, 9, 9}, -1, 1, 3);
+  Tensor<CPU, float> y;
+  ConvolutionLayer<CPU, float> conv(conv_param(ConvCfg{16, 3, 3, 1, 1}));
+  conv.set_algorithm(A::winograd);
+  conv.setup(ctx, {&x}, {&y});
+  conv.forward(ctx, {&x}, {&y});
+  y.copy_diff_from_host(random_tensor<float>(y.shape(), -1, 1, 4).data_span());
+  for (auto& b : conv.blobs()) b->zero_diff();
+  conv.backward(ctx, {&y}, {true}, {&x});
+  const auto once = conv.blobs()[0]->diff_to_host();
+  conv.backward(ctx, {&y}, {true}, {&x});
+  CHECK(conv.algorithm() == A::winograd);
+  const auto twice = conv.blobs()[0]->diff_to_host();
+  std::vector<float> doubled(once.size());
+  for (std::size_t i = 0; i < once.size(); ++i) doubled[i] = 2 * once[i];
+  check_close(twice, doubled, 1e-6);
+}
+
+TEST_CASE("Convolution chooses Winograd where it applies and pays") {
+  Ctx ctx;
+  auto chosen = [&](const ConvCfg& c, const Shape& in, Algo forced) {
+    auto x = random_tensor<float>(in);
+    Tensor<CPU, float> y;
+    ConvolutionLayer<CPU, float> conv(conv_param(c));
+    conv.set_algorithm(forced);
+    conv.setup(ctx, {&x}, {&y});
+    conv.forward(ctx, {&x}, {&y});
+    return conv.algorithm();
+  };
+  // CIFAR-10 quick's conv2 shape (at batch 2): 32 channels in and out.
+  CHECK(chosen({32, 5, 5, 2, 2}, Shape{2, 32, 16, 16}, Algo::automatic) == Algo::winograd);
+  CHECK(chosen({32, 5, 5, 2, 2}, Shape{2, 32, 16, 16}, Algo::gemm) == Algo::gemm);
+  // conv1: 3 input channels, too few.
+  CHECK(chosen({32, 5, 5, 2, 2}, Shape{2, 3, 16, 16}, Algo::automatic) == Algo::gemm);
+  CHECK(chosen({32, 5, 5, 2, 2}, Shape{2, 3, 16, 16}, Algo::winograd) == Algo::winograd);
+  // Out of Winograd's reach, forced or not: stride 2, dilation, 7x7, pad >= kernel, 1x1.
+  CHECK(chosen({32, 3, 3, 1, 1, 2, 2}, Shape{1, 32, 9, 9}, Algo::winograd) == Algo::gemm);
+  CHECK(chosen({32, 3, 3, 2, 2, 1, 1, 2, 2}, Shape{1, 32, 9, 9}, Algo::winograd) == Algo::gemm);
+  CHECK(chosen({32, 7, 7, 3, 3}, Shape{1, 32, 9, 9}, Algo::winograd) == Algo::gemm);
+  CHECK(chosen({32, 3, 3, 3, 3}, Shape{1, 32, 9, 9}, Algo::winograd) == Algo::gemm);
+  CHECK(chosen({32, 1, 1}, Shape{1, 32, 9, 9}, Algo::winograd) == Algo::gemm);
+  // Double stays on GEMM unless forced (only float was measured).
+  auto x = random_tensor<double>({2, 32, 8, 8});
+  Tensor<CPU, double> y;
+  ConvolutionLayer<CPU, double> conv(conv_param(ConvCfg{32, 3, 3, 1, 1}));
+  conv.set_algorithm(ConvolutionLayer<CPU, double>::Algorithm::automatic);
+  conv.setup(ctx, {&x}, {&y});
+  CHECK(conv.algorithm() == ConvolutionLayer<CPU, double>::Algorithm::gemm);
+}
+
+TEST_CASE("POSEIDON_CONV_ALGO forces the convolution algorithm") {
+  // The caller's value, put back at the end.
+  const char* outer = std::getenv("POSEIDON_CONV_ALGO");
+  const std::string saved = outer ? outer : "";
+  const bool had = outer != nullptr;
+  Ctx ctx;
+  auto x = random_tensor<float>({2, 32, 8, 8});
+  Tensor<CPU, float> y;
+  const ConvCfg c{32, 3, 3, 1, 1};
+  auto with_env = [&](const char* value) {
+    ::setenv("POSEIDON_CONV_ALGO", value, 1);
+    ConvolutionLayer<CPU, float> conv(conv_param(c));
+    ::unsetenv("POSEIDON_CONV_ALGO");
+    conv.setup(ctx, {&x}, {&y});
+    return conv.algorithm();
+  };
+  CHECK(with_env("gemm") == Algo::gemm);
+  CHECK(with_env("winograd") == Algo::winograd);
+  CHECK(with_env("auto") == Algo::winograd);
+  CHECK(with_env("") == Algo::winograd);
+  ::setenv("POSEIDON_CONV_ALGO", "fast", 1);
+  CHECK_THROWS_WITH_AS((ConvolutionLayer<CPU, float>{conv_param(c)}), doctest::Contains("POSEIDON_CONV_ALGO='fast'"), Error);
+  if (had)
+    ::setenv("POSEIDON_CONV_ALGO", saved.c_str(), 1);
+  else
+    ::unsetenv("POSEIDON_CONV_ALGO");
 }

@@ -1,5 +1,6 @@
 // Convolution: Caffe's 2-d convolution (pad, stride, dilation, groups, optional bias) lowered to
-// im2col + GEMM, with several samples batched into one wide GEMM when the output planes are small.
+// im2col + GEMM (several samples per GEMM for small planes), or on the CPU to Winograd's F(4x4, 3x3)
+// / F(2x2, 5x5) for stride-1 3x3 and 5x5 kernels.
 #pragma once
 
 #include <poseidon/core/config.hpp>
@@ -12,11 +13,13 @@
 #include <poseidon/layers/registry.hpp>
 #include <poseidon/math/blas.hpp>
 #include <poseidon/math/im2col.hpp>
+#include <poseidon/math/winograd.hpp>
 
 #include <omp.h>
 
 #include <algorithm>
 #include <cstddef>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <optional>
@@ -411,6 +414,31 @@ class ConvolutionLayer final : public Layer<D, T> {
   /// The scheme of the last pass (after setup: for the default thread count).
   [[nodiscard]] Parallel parallel() const { return scheme_; }
 
+  /// How the CPU computes the output and the gradients (the bias gradient is always a GEMV).
+  /// gemm: im2col + GEMM. winograd: Winograd's minimal filtering (math/winograd.hpp) for the
+  /// output and both gradients wherever it applies (stride 1, no dilation, square 3x3 or 5x5
+  /// kernel, pad < kernel), GEMM elsewhere. automatic: Winograd where it applies and was measured
+  /// faster: float, at least winograd_min_channels input and output channels per group. The
+  /// default is automatic, or the value of POSEIDON_CONV_ALGO (gemm, winograd or auto) when that is set.
+  /// Winograd's results differ from GEMM's by float rounding (about 1e-6 of the terms' magnitude).
+  enum class Algorithm { automatic, gemm, winograd };
+  void set_algorithm(Algorithm a) { forced_algorithm_ = a; }
+  /// The algorithm of the last pass (after setup: what the next pass will take).
+  [[nodiscard]] Algorithm algorithm() const { return winograd_ ? Algorithm::winograd : Algorithm::gemm; }
+  /// Input and output channels per group from which automatic takes Winograd.
+  static constexpr int winograd_min_channels = 16;
+
+  /// POSEIDON_CONV_ALGO's algorithm; automatic when unset or empty.
+  static Algorithm algorithm_from_env() {
+    const char* v = std::getenv("POSEIDON_CONV_ALGO");
+    if (!v || !*v) return Algorithm::automatic;
+    const std::string_view s(v);
+    if (s == "gemm") return Algorithm::gemm;
+    if (s == "winograd") return Algorithm::winograd;
+    POSEIDON_CHECK(s == "auto", "POSEIDON_CONV_ALGO='", s, "' must be gemm, winograd or auto");
+    return Algorithm::automatic;
+  }
+
   void reshape(const Vec& bottom, const Vec& top) override {
     const auto& b0 = *bottom[0];
     this->check_axes(b0, 0, 4, 4);
@@ -437,6 +465,7 @@ class ConvolutionLayer final : public Layer<D, T> {
     // A 1x1 kernel without padding or stride reads the input itself as its column matrix.
     direct_ = cp_.kernel_h == 1 && cp_.kernel_w == 1 && cp_.pad_h == 0 && cp_.pad_w == 0 && cp_.stride_h == 1 &&
               cp_.stride_w == 1;
+    winograd_ = choose_winograd();
     prepare_batch(omp_get_max_threads());
   }
 
@@ -490,11 +519,17 @@ class ConvolutionLayer final : public Layer<D, T> {
   }
 
   void forward_impl(Context& ctx, const Vec& bottom, const Vec& top) override {
+    winograd_ = choose_winograd();
     prepare_batch(ctx.threads());
     for (std::size_t i = 0; i < bottom.size(); ++i) {
       const T* x = bottom[i]->data();
       T* y = top[i]->data();
       if constexpr (std::is_same_v<D, CPU>) {
+        if (winograd_) {
+          wino_.forward(ctx, winograd_shape(), this->blobs_[0]->data(), cp_.bias_term ? this->blobs_[1]->data() : nullptr,
+                        x, num_, y);
+          continue;
+        }
         if (scheme_ == Parallel::samples) {
 #pragma omp parallel num_threads(ctx.threads())
           {
@@ -513,15 +548,27 @@ class ConvolutionLayer final : public Layer<D, T> {
 
   void backward_impl(Context& ctx, const Vec& top, const std::vector<bool>& propagate_down,
                      const Vec& bottom) override {
+    winograd_ = choose_winograd();
     prepare_batch(ctx.threads());
     const bool dw = this->param_propagate_down(0);
     const bool db = cp_.bias_term && this->param_propagate_down(1);
     const std::size_t wcount = this->blobs_[0]->count();
     const std::size_t bcount = static_cast<std::size_t>(cp_.num_output);
     for (std::size_t i = 0; i < bottom.size(); ++i) {
-      const bool dx = propagate_down[i];
-      if (!dw && !db && !dx) continue;
-      Grads gr{bottom[i]->data(), top[i]->diff(), dx ? bottom[i]->diff() : nullptr, dw, db};
+      bool dx = propagate_down[i], dwi = dw;
+      if constexpr (std::is_same_v<D, CPU>) {
+        // Winograd's gradients here; the rest (the bias's always) by the GEMM path below.
+        if (winograd_ && dx) {
+          wino_.backward_data(ctx, winograd_shape(), this->blobs_[0]->data(), top[i]->diff(), num_, bottom[i]->diff());
+          dx = false;
+        }
+        if (winograd_ && dwi) {
+          wino_.backward_filter(ctx, winograd_shape(), bottom[i]->data(), top[i]->diff(), num_, this->blobs_[0]->diff());
+          dwi = false;
+        }
+      }
+      if (!dwi && !db && !dx) continue;
+      Grads gr{bottom[i]->data(), top[i]->diff(), dx ? bottom[i]->diff() : nullptr, dwi, db};
       if constexpr (std::is_same_v<D, CPU>) {
         if (scheme_ == Parallel::samples) {
           const int threads = ctx.threads();
@@ -547,7 +594,7 @@ class ConvolutionLayer final : public Layer<D, T> {
                 acc[e] += sum;
               }
             };
-            if (dw) reduce(wcount, this->blobs_[0]->diff(), &Scratch::dw);
+            if (dwi) reduce(wcount, this->blobs_[0]->diff(), &Scratch::dw);
             if (db) reduce(bcount, this->blobs_[1]->diff(), &Scratch::db);
           }
           continue;
@@ -666,6 +713,30 @@ class ConvolutionLayer final : public Layer<D, T> {
     }
   }
 
+  // Whether this pass takes Winograd (see Algorithm); CPU only.
+  [[nodiscard]] bool choose_winograd() const {
+    if constexpr (!std::is_same_v<D, CPU>) return false;
+    if (forced_algorithm_ == Algorithm::gemm || num_ == 0) return false;
+    if (!math::WinogradConvolution<T>::applies(cp_.kernel_h, cp_.kernel_w, cp_.stride_h, cp_.stride_w, cp_.dilation_h,
+                                               cp_.dilation_w, cp_.pad_h, cp_.pad_w))
+      return false;
+    if (forced_algorithm_ == Algorithm::winograd) return true;
+    return std::is_same_v<T, float> && channels_ / cp_.group >= winograd_min_channels &&
+           cp_.num_output / cp_.group >= winograd_min_channels;
+  }
+  [[nodiscard]] math::WinogradShape winograd_shape() const {
+    math::WinogradShape s;
+    s.channels = channels_;
+    s.outputs = cp_.num_output;
+    s.height = geom_.height;
+    s.width = geom_.width;
+    s.kernel = cp_.kernel_h;
+    s.pad_h = cp_.pad_h;
+    s.pad_w = cp_.pad_w;
+    s.group = cp_.group;
+    return s;
+  }
+
   [[nodiscard]] std::size_t in_sample() const {
     return static_cast<std::size_t>(channels_) * static_cast<std::size_t>(geom_.height) *
            static_cast<std::size_t>(geom_.width);
@@ -748,6 +819,9 @@ class ConvolutionLayer final : public Layer<D, T> {
   Tensor<D, T> wide_;  // num_output x (batch * OH*OW): a batch's output or output gradient
   Tensor<D, T> ones_;  // the bias multiplier
   std::vector<T> dwt_;  // one group's transposed weight gradient (transposed_dw, gemm scheme)
+  Algorithm forced_algorithm_ = algorithm_from_env();
+  bool winograd_ = false;  // this pass takes Winograd
+  math::WinogradConvolution<T> wino_;  // its transformed filters and scratch
 };
 
 POSEIDON_REGISTER_LAYER("Convolution", ConvolutionLayer)
