@@ -661,6 +661,30 @@ TEST_CASE("Convolution chooses Winograd where it applies and pays") {
   // CIFAR-10 quick's conv2 shape (at batch 2): 32 channels in and out.
   CHECK(chosen({32, 5, 5, 2, 2}, Shape{2, 32, 16, 16}, Algo::automatic) == Algo::winograd);
   CHECK(chosen({32, 5, 5, 2, 2}, Shape{2, 32, 16, 16}, Algo::gemm) == Algo::gemm);
+  // LeNet's conv2 (20 -> 50): Winograd forward, GEMM gradients (the channels are not multiples
+  // of 16); CIFAR-10 quick's conv2 keeps Winograd for the gradients too.
+  {
+    auto x = random_tensor<float>({2, 20, 12, 12});
+    Tensor<CPU, float> y;
+    ConvolutionLayer<CPU, float> conv(conv_param(ConvCfg{50, 5, 5}));
+    conv.set_algorithm(Algo::automatic);
+    conv.setup(ctx, {&x}, {&y});
+    conv.forward(ctx, {&x}, {&y});
+    conv.backward(ctx, {&y}, {true}, {&x});
+    CHECK(conv.algorithm() == Algo::winograd);
+    CHECK(conv.backward_algorithm() == Algo::gemm);
+    conv.set_algorithm(Algo::winograd);
+    conv.backward(ctx, {&y}, {true}, {&x});
+    CHECK(conv.backward_algorithm() == Algo::winograd);
+    auto x2 = random_tensor<float>({2, 32, 16, 16});
+    Tensor<CPU, float> y2;
+    ConvolutionLayer<CPU, float> conv2(conv_param(ConvCfg{32, 5, 5, 2, 2}));
+    conv2.set_algorithm(Algo::automatic);
+    conv2.setup(ctx, {&x2}, {&y2});
+    conv2.forward(ctx, {&x2}, {&y2});
+    conv2.backward(ctx, {&y2}, {true}, {&x2});
+    CHECK(conv2.backward_algorithm() == Algo::winograd);
+  }
   // conv1: 3 input channels, too few.
   CHECK(chosen({32, 5, 5, 2, 2}, Shape{2, 3, 16, 16}, Algo::automatic) == Algo::gemm);
   CHECK(chosen({32, 5, 5, 2, 2}, Shape{2, 3, 16, 16}, Algo::winograd) == Algo::winograd);
