@@ -62,6 +62,18 @@ std::vector<std::byte> pattern(std::size_t n, unsigned seed) {
   return v;
 }
 
+// Sends pattern(sizes[i], i) to `peer` on `tag` for every i, all at once; `msgs` keeps the
+// payloads alive until the returned requests are waited for.
+std::vector<pd::FabricTransport::Request> send_patterns(pd::FabricTransport& t, int peer, pd::Tag tag,
+                                                        const std::vector<std::size_t>& sizes,
+                                                        std::vector<std::vector<std::byte>>& msgs) {
+  msgs.clear();
+  for (std::size_t i = 0; i < sizes.size(); ++i) msgs.push_back(pattern(sizes[i], static_cast<unsigned>(i)));
+  std::vector<pd::FabricTransport::Request> reqs;
+  for (auto& m : msgs) reqs.push_back(t.isend(peer, tag, m));
+  return reqs;
+}
+
 }  // namespace
 
 TEST_CASE("fabric: ping-pong, send-order matching and tag selection between two ranks") {
@@ -136,9 +148,7 @@ TEST_CASE("fabric: checksummed messages travel in pieces, each verified as it la
       [&](pd::FabricTransport& t) {
         if (t.rank() == 0) {
           std::vector<std::vector<std::byte>> msgs;
-          for (std::size_t i = 0; i < sizes.size(); ++i) msgs.push_back(pattern(sizes[i], static_cast<unsigned>(i)));
-          std::vector<pd::FabricTransport::Request> reqs;
-          for (auto& m : msgs) reqs.push_back(t.isend(1, 3, m));
+          auto reqs = send_patterns(t, 1, 3, sizes, msgs);
           t.set_checksum_payload(false);
           reqs.push_back(t.isend(1, 3, msgs[4]));
           t.set_checksum_payload(true);
@@ -165,8 +175,9 @@ TEST_CASE("fabric: checksummed messages travel in pieces, each verified as it la
 }
 
 // Changing a send buffer after isend breaks the Request contract; here it stands in for bytes
-// corrupted on the wire. Above rxm's eager limit the data moves only once the receive is posted,
-// so the receiver gets the changed bytes, and the checksum taken at isend must catch them: isend
+// corrupted on the wire. Above rxm's eager limit (1 MiB + 4 KiB as the transport sets it) the
+// data moves only once the receive is posted, so the receiver gets the changed bytes; pieces and
+// whole payloads here are larger than that, so no eager send can copy the bytes before the change, and the checksum taken at isend must catch them: isend
 // checksums a whole payload, or the first two pieces itself (later ones are checksummed right
 // before they are posted). The receiver checks each piece as it lands, in whichever thread reads
 // the completion queue; a mismatch fails the receive only once the whole message has arrived, so
@@ -177,13 +188,13 @@ TEST_CASE("fabric: a payload changed after its checksum was taken is rejected, n
     std::size_t at;     // the byte changed after isend
     const char* names;  // what the error must name
   };
-  for (const Case c : {Case{256 * 1024, 300'000, "(piece 1 of 4)"}, Case{256 * 1024, 10, "(piece 0 of 4)"},
-                       Case{0, 600'000, ""}}) {
+  for (const Case c : {Case{2 << 20, 3'000'000, "(piece 1 of 4)"}, Case{2 << 20, 10, "(piece 0 of 4)"},
+                       Case{0, 6'000'000, ""}}) {
     CAPTURE(c.piece);
     CAPTURE(c.at);
     pd::FabricOptions opts;
     opts.checksum_piece_bytes = c.piece;
-    const std::size_t n = 1'000'000;
+    const std::size_t n = 8'000'000;  // 4 pieces of 2 MiB
     std::string rejected;
     auto errors = run_ranks(
         2,
@@ -336,10 +347,7 @@ TEST_CASE("fabric: messages that arrive before their receive is posted land inta
         [&](pd::FabricTransport& t) {
           if (t.rank() == 0) {
             std::vector<std::vector<std::byte>> msgs;
-            for (std::size_t i = 0; i < sizes.size(); ++i) msgs.push_back(pattern(sizes[i], static_cast<unsigned>(i)));
-            std::vector<pd::FabricTransport::Request> reqs;
-            for (auto& m : msgs) reqs.push_back(t.isend(1, 3, m));
-            for (auto& q : reqs) t.wait(q);
+            for (auto& q : send_patterns(t, 1, 3, sizes, msgs)) t.wait(q);
             std::vector<std::byte> done(1);
             auto r = t.irecv(1, 4, done);
             t.wait(r);
