@@ -3,7 +3,7 @@
 //
 // Environment: POSEIDON_BENCH_THREADS (default "1,2"), POSEIDON_BENCH_ALEXNET_BATCH (default 32),
 // POSEIDON_BENCH_CONV_PARALLEL and POSEIDON_BENCH_CONV_BATCH (see conv_parallel below),
-// POSEIDON_BENCH_CONV_ALGOS (a comma-separated list of gemm, winograd, auto: every convolution is
+// POSEIDON_BENCH_CONV_ALGOS (a comma-separated list of gemm, winograd, direct, auto: every convolution is
 // timed once per algorithm, named ..._conv2_gemm, ..._conv2_winograd; default: the layer's own
 // choice, which POSEIDON_CONV_ALGO can force),
 // POSEIDON_BENCH_FC_BATCH (AlexNet's fc layers once more at BVLC's training batch, default 256;
@@ -85,9 +85,11 @@ std::vector<std::pair<std::string, Algorithm>> conv_algorithms() {
   for (const auto& a : split_list(std::getenv("POSEIDON_BENCH_CONV_ALGOS"))) {
     if (a == "gemm") out.emplace_back(a, Algorithm::gemm);
     else if (a == "winograd") out.emplace_back(a, Algorithm::winograd);
+    else if (a == "direct") out.emplace_back(a, Algorithm::direct);
     else if (a == "auto") out.emplace_back(a, Algorithm::automatic);
     else {
-      std::fprintf(stderr, "POSEIDON_BENCH_CONV_ALGOS: unknown algorithm '%s' (gemm, winograd, auto)\n", a.c_str());
+      std::fprintf(stderr, "POSEIDON_BENCH_CONV_ALGOS: unknown algorithm '%s' (gemm, winograd, direct, auto)\n",
+                   a.c_str());
       std::exit(1);
     }
   }

@@ -647,6 +647,65 @@ TEST_CASE("Convolution through Winograd adds its weight gradient to what is ther
   check_close(twice, doubled, 1e-6);
 }
 
+TEST_CASE("Convolution by the direct loops agrees with GEMM: output and every gradient") {
+  struct Case {
+    const char* name;
+    ConvCfg cfg;
+    Shape in;
+  };
+  const std::vector<Case> cases = {
+      {"CIFAR-10 quick conv1 (3 -> 32, 5x5 pad 2)", {32, 5, 5, 2, 2}, Shape{3, 3, 32, 32}},
+      {"LeNet conv1 (1 -> 20, 5x5)", {20, 5, 5}, Shape{2, 1, 28, 28}},
+      {"3x3 pad 1, no bias, ragged", {7, 3, 3, 1, 1, 1, 1, 1, 1, 1, false}, Shape{2, 2, 9, 13}},
+      {"non-square 3x5, pad 0x2", {9, 3, 5, 0, 2}, Shape{1, 4, 6, 21}},
+  };
+  for (const auto& c : cases) {
+    CAPTURE(std::string(c.name));
+    const auto gemm = run_algorithm<float>(c.cfg, c.in, Algo::gemm, 1);
+    for (int threads : {1, 2}) {
+      CAPTURE(threads);
+      Algo chosen = Algo::gemm;
+      const auto direct = run_algorithm<float>(c.cfg, c.in, Algo::direct, threads, &chosen);
+      CHECK(chosen == Algo::direct);
+      REQUIRE(direct.size() == gemm.size());
+      // Output, weight and bias gradients by the direct loops, the bottom gradient by GEMM.
+      for (std::size_t k = 0; k < gemm.size(); ++k) check_close(direct[k], gemm[k], 2e-5);
+    }
+  }
+}
+
+TEST_CASE("Convolution gradients through the direct loops") {
+  auto x = random_tensor<float>({2, 3, 6, 7}, -1, 1, 5);
+  Tensor<CPU, float> y;
+  ConvolutionLayer<CPU, float> conv(conv_param(ConvCfg{4, 3, 3, 1, 1}));
+  conv.set_algorithm(Algo::direct);
+  expect_gradients(conv, {&x}, {&y});
+  CHECK(conv.algorithm() == Algo::direct);
+  CHECK(conv.backward_algorithm() == Algo::direct);
+}
+
+TEST_CASE("Convolution through the direct loops adds its parameter gradients to what is there") {
+  Ctx ctx;
+  auto x = random_tensor<float>({2, 3, 16, 16}, -1, 1, 3);
+  Tensor<CPU, float> y;
+  ConvolutionLayer<CPU, float> conv(conv_param(ConvCfg{8, 5, 5, 2, 2}));
+  conv.set_algorithm(Algo::direct);
+  conv.setup(ctx, {&x}, {&y});
+  conv.forward(ctx, {&x}, {&y});
+  y.copy_diff_from_host(random_tensor<float>(y.shape(), -1, 1, 4).data_span());
+  for (auto& b : conv.blobs()) b->zero_diff();
+  conv.backward(ctx, {&y}, {false}, {&x});
+  const auto once_w = conv.blobs()[0]->diff_to_host(), once_b = conv.blobs()[1]->diff_to_host();
+  conv.backward(ctx, {&y}, {false}, {&x});
+  CHECK(conv.backward_algorithm() == Algo::direct);
+  const auto twice_w = conv.blobs()[0]->diff_to_host(), twice_b = conv.blobs()[1]->diff_to_host();
+  std::vector<float> dw(once_w.size()), db(once_b.size());
+  for (std::size_t i = 0; i < dw.size(); ++i) dw[i] = 2 * once_w[i];
+  for (std::size_t i = 0; i < db.size(); ++i) db[i] = 2 * once_b[i];
+  check_close(twice_w, dw, 1e-6);
+  check_close(twice_b, db, 1e-6);
+}
+
 TEST_CASE("Convolution chooses Winograd where it applies and pays") {
   Ctx ctx;
   auto chosen = [&](const ConvCfg& c, const Shape& in, Algo forced) {
@@ -685,9 +744,22 @@ TEST_CASE("Convolution chooses Winograd where it applies and pays") {
     conv2.backward(ctx, {&y2}, {true}, {&x2});
     CHECK(conv2.backward_algorithm() == Algo::winograd);
   }
-  // conv1: 3 input channels, too few.
-  CHECK(chosen({32, 5, 5, 2, 2}, Shape{2, 3, 16, 16}, Algo::automatic) == Algo::gemm);
+  // conv1: 3 input channels, too few for Winograd: the direct loops where the CPU has AVX-512
+  // (16 output columns, 32 channels), GEMM otherwise.
+  const Algo few = math::DirectConvolution::fast() ? Algo::direct : Algo::gemm;
+  CHECK(chosen({32, 5, 5, 2, 2}, Shape{2, 3, 16, 16}, Algo::automatic) == few);
   CHECK(chosen({32, 5, 5, 2, 2}, Shape{2, 3, 16, 16}, Algo::winograd) == Algo::winograd);
+  CHECK(chosen({32, 5, 5, 2, 2}, Shape{2, 32, 16, 16}, Algo::direct) == Algo::direct);
+  // Shapes that leave the direct loops' registers part empty stay on GEMM unless forced: LeNet's
+  // conv1 (24 output columns, 20 channels), 5 input channels.
+  CHECK(chosen({20, 5, 5}, Shape{2, 1, 28, 28}, Algo::automatic) == Algo::gemm);
+  CHECK(chosen({20, 5, 5}, Shape{2, 1, 28, 28}, Algo::direct) == Algo::direct);
+  CHECK(chosen({16, 3, 3, 1, 1}, Shape{2, 1, 16, 15}, Algo::automatic) == Algo::gemm);
+  CHECK(chosen({16, 3, 3, 1, 1}, Shape{2, 5, 16, 16}, Algo::automatic) == Algo::gemm);
+  // Out of the direct loops' reach, forced or not: stride 2, dilation, groups.
+  CHECK(chosen({32, 5, 5, 2, 2, 2, 2}, Shape{1, 3, 16, 16}, Algo::direct) == Algo::gemm);
+  CHECK(chosen({32, 3, 3, 2, 2, 1, 1, 2, 2}, Shape{1, 3, 16, 16}, Algo::direct) == Algo::gemm);
+  CHECK(chosen({32, 3, 3, 1, 1, 1, 1, 1, 1, 2}, Shape{1, 4, 16, 16}, Algo::direct) == Algo::gemm);
   // Out of Winograd's reach, forced or not: stride 2, dilation, 7x7, pad >= kernel, 1x1.
   CHECK(chosen({32, 3, 3, 1, 1, 2, 2}, Shape{1, 32, 9, 9}, Algo::winograd) == Algo::gemm);
   CHECK(chosen({32, 3, 3, 2, 2, 1, 1, 2, 2}, Shape{1, 32, 9, 9}, Algo::winograd) == Algo::gemm);
@@ -721,6 +793,7 @@ TEST_CASE("POSEIDON_CONV_ALGO forces the convolution algorithm") {
   };
   CHECK(with_env("gemm") == Algo::gemm);
   CHECK(with_env("winograd") == Algo::winograd);
+  CHECK(with_env("direct") == Algo::direct);
   CHECK(with_env("auto") == Algo::winograd);
   CHECK(with_env("") == Algo::winograd);
   ::setenv("POSEIDON_CONV_ALGO", "fast", 1);

@@ -1,6 +1,6 @@
 // Convolution: Caffe's 2-d convolution (pad, stride, dilation, groups, optional bias) lowered to
 // im2col + GEMM (several samples per GEMM for small planes), or on the CPU to Winograd's F(4x4, 3x3)
-// / F(2x2, 5x5) for stride-1 3x3 and 5x5 kernels.
+// / F(2x2, 5x5) for stride-1 3x3 and 5x5 kernels, or to direct loops for few input channels.
 #pragma once
 
 #include <poseidon/core/config.hpp>
@@ -12,6 +12,7 @@
 #include <poseidon/layers/layer.hpp>
 #include <poseidon/layers/registry.hpp>
 #include <poseidon/math/blas.hpp>
+#include <poseidon/math/direct_conv.hpp>
 #include <poseidon/math/im2col.hpp>
 #include <poseidon/math/winograd.hpp>
 
@@ -422,19 +423,33 @@ class ConvolutionLayer final : public Layer<D, T> {
   /// the two gradients also channel counts per group that are multiples of 16 (Winograd pads
   /// them to 16; LeNet's conv2, 20 -> 50, ran its forward 1.45x faster that way but its
   /// backward 1.17x slower than by GEMM, while CIFAR-10 quick's and AlexNet's layers, all
-  /// multiples of 16, gained in every pass). The
-  /// default is automatic, or the value of POSEIDON_CONV_ALGO (gemm, winograd or auto) when that is set.
-  /// Winograd's results differ from GEMM's by float rounding (about 1e-6 of the terms' magnitude).
-  enum class Algorithm { automatic, gemm, winograd };
+  /// multiples of 16, gained in every pass). direct: the output and the weight and bias
+  /// gradients by direct loops over a padded copy of each image (math/direct_conv.hpp; float,
+  /// one group, stride 1, no dilation), the input gradient by GEMM; automatic takes it where the
+  /// CPU has AVX-512, for at most direct_max_channels input channels (column matrices too short
+  /// for BLAS to be fast) and shapes that fill its registers: output widths and channel counts
+  /// that are multiples of 16 and 8. CIFAR-10 quick's conv1 (3 -> 32, 5x5, 32x32) ran its
+  /// forward 1.52x and its weight and bias gradients ~1.3x faster than by GEMM; LeNet's conv1
+  /// (1 -> 20, 24 columns: a quarter of the second register and of the last block idle) came
+  /// out even.
+  /// The default is automatic, or the value of POSEIDON_CONV_ALGO (gemm, winograd, direct or
+  /// auto) when that is set.
+  /// Winograd's and the direct loops' results differ from GEMM's by float rounding (about 1e-6
+  /// of the terms' magnitude).
+  enum class Algorithm { automatic, gemm, winograd, direct };
   void set_algorithm(Algorithm a) { forced_algorithm_ = a; }
   /// The algorithm of the last pass (after setup: what the next pass will take).
-  [[nodiscard]] Algorithm algorithm() const { return winograd_ ? Algorithm::winograd : Algorithm::gemm; }
-  /// The algorithm of the last backward pass's input and weight gradients.
+  [[nodiscard]] Algorithm algorithm() const { return algorithm_; }
+  /// The algorithm of the last backward pass's weight gradient and, except after direct (whose
+  /// input gradient is GEMM's), of its input gradient.
   [[nodiscard]] Algorithm backward_algorithm() const {
-    return winograd_ && winograd_backward() ? Algorithm::winograd : Algorithm::gemm;
+    if (algorithm_ == Algorithm::winograd) return winograd_backward() ? Algorithm::winograd : Algorithm::gemm;
+    return algorithm_;
   }
   /// Input and output channels per group from which automatic takes Winograd.
   static constexpr int winograd_min_channels = 16;
+  /// Input channels up to which automatic takes the direct loops.
+  static constexpr int direct_max_channels = 4;
 
   /// POSEIDON_CONV_ALGO's algorithm; automatic when unset or empty.
   static Algorithm algorithm_from_env() {
@@ -443,7 +458,8 @@ class ConvolutionLayer final : public Layer<D, T> {
     const std::string_view s(v);
     if (s == "gemm") return Algorithm::gemm;
     if (s == "winograd") return Algorithm::winograd;
-    POSEIDON_CHECK(s == "auto", "POSEIDON_CONV_ALGO='", s, "' must be gemm, winograd or auto");
+    if (s == "direct") return Algorithm::direct;
+    POSEIDON_CHECK(s == "auto", "POSEIDON_CONV_ALGO='", s, "' must be gemm, winograd, direct or auto");
     return Algorithm::automatic;
   }
 
@@ -473,7 +489,7 @@ class ConvolutionLayer final : public Layer<D, T> {
     // A 1x1 kernel without padding or stride reads the input itself as its column matrix.
     direct_ = cp_.kernel_h == 1 && cp_.kernel_w == 1 && cp_.pad_h == 0 && cp_.pad_w == 0 && cp_.stride_h == 1 &&
               cp_.stride_w == 1;
-    winograd_ = choose_winograd();
+    algorithm_ = choose_algorithm();
     prepare_batch(omp_get_max_threads());
   }
 
@@ -527,13 +543,20 @@ class ConvolutionLayer final : public Layer<D, T> {
   }
 
   void forward_impl(Context& ctx, const Vec& bottom, const Vec& top) override {
-    winograd_ = choose_winograd();
+    algorithm_ = choose_algorithm();
     prepare_batch(ctx.threads());
     for (std::size_t i = 0; i < bottom.size(); ++i) {
       const T* x = bottom[i]->data();
       T* y = top[i]->data();
+      if constexpr (std::is_same_v<D, CPU> && std::is_same_v<T, float>) {
+        if (algorithm_ == Algorithm::direct) {
+          dconv_.forward(ctx, direct_shape(), this->blobs_[0]->data(),
+                          cp_.bias_term ? this->blobs_[1]->data() : nullptr, x, num_, y);
+          continue;
+        }
+      }
       if constexpr (std::is_same_v<D, CPU>) {
-        if (winograd_) {
+        if (algorithm_ == Algorithm::winograd) {
           wino_.forward(ctx, winograd_shape(), this->blobs_[0]->data(), cp_.bias_term ? this->blobs_[1]->data() : nullptr,
                         x, num_, y);
           continue;
@@ -556,17 +579,25 @@ class ConvolutionLayer final : public Layer<D, T> {
 
   void backward_impl(Context& ctx, const Vec& top, const std::vector<bool>& propagate_down,
                      const Vec& bottom) override {
-    winograd_ = choose_winograd();
+    algorithm_ = choose_algorithm();
     prepare_batch(ctx.threads());
     const bool dw = this->param_propagate_down(0);
     const bool db = cp_.bias_term && this->param_propagate_down(1);
     const std::size_t wcount = this->blobs_[0]->count();
     const std::size_t bcount = static_cast<std::size_t>(cp_.num_output);
     for (std::size_t i = 0; i < bottom.size(); ++i) {
-      bool dx = propagate_down[i], dwi = dw;
+      bool dx = propagate_down[i], dwi = dw, dbi = db;
+      if constexpr (std::is_same_v<D, CPU> && std::is_same_v<T, float>) {
+        if (algorithm_ == Algorithm::direct && dwi) {
+          // The bias gradient in the same sweep (a tap over a plane of ones).
+          dconv_.backward_filter(ctx, direct_shape(), bottom[i]->data(), top[i]->diff(), num_,
+                                 this->blobs_[0]->diff(), dbi ? this->blobs_[1]->diff() : nullptr);
+          dwi = dbi = false;
+        }
+      }
       if constexpr (std::is_same_v<D, CPU>) {
         // Winograd's gradients here; the rest (the bias's always) by the GEMM path below.
-        const bool wino_back = winograd_ && winograd_backward();
+        const bool wino_back = algorithm_ == Algorithm::winograd && winograd_backward();
         if (wino_back && dx) {
           wino_.backward_data(ctx, winograd_shape(), this->blobs_[0]->data(), top[i]->diff(), num_, bottom[i]->diff());
           dx = false;
@@ -576,8 +607,8 @@ class ConvolutionLayer final : public Layer<D, T> {
           dwi = false;
         }
       }
-      if (!dwi && !db && !dx) continue;
-      Grads gr{bottom[i]->data(), top[i]->diff(), dx ? bottom[i]->diff() : nullptr, dwi, db};
+      if (!dwi && !dbi && !dx) continue;
+      Grads gr{bottom[i]->data(), top[i]->diff(), dx ? bottom[i]->diff() : nullptr, dwi, dbi};
       if constexpr (std::is_same_v<D, CPU>) {
         if (scheme_ == Parallel::samples) {
           const int threads = ctx.threads();
@@ -604,14 +635,14 @@ class ConvolutionLayer final : public Layer<D, T> {
               }
             };
             if (dwi) reduce(wcount, this->blobs_[0]->diff(), &Scratch::dw);
-            if (db) reduce(bcount, this->blobs_[1]->diff(), &Scratch::db);
+            if (dbi) reduce(bcount, this->blobs_[1]->diff(), &Scratch::db);
           }
           continue;
         }
       }
       for (int n0 = 0; n0 < num_; n0 += batch_)
         backward_run(ctx, gr, n0, std::min(batch_, num_ - n0), col_.data(), wide_.data(),
-                     dw ? this->blobs_[0]->diff() : nullptr, db ? this->blobs_[1]->diff() : nullptr, dwt_.data(), T(1),
+                     dwi ? this->blobs_[0]->diff() : nullptr, dbi ? this->blobs_[1]->diff() : nullptr, dwt_.data(), T(1),
                      true);
     }
   }
@@ -722,21 +753,42 @@ class ConvolutionLayer final : public Layer<D, T> {
     }
   }
 
-  // Whether this pass takes Winograd (see Algorithm); CPU only.
-  [[nodiscard]] bool choose_winograd() const {
-    if constexpr (!std::is_same_v<D, CPU>) return false;
-    if (forced_algorithm_ == Algorithm::gemm || num_ == 0) return false;
-    if (!math::WinogradConvolution<T>::applies(cp_.kernel_h, cp_.kernel_w, cp_.stride_h, cp_.stride_w, cp_.dilation_h,
-                                               cp_.dilation_w, cp_.pad_h, cp_.pad_w))
-      return false;
-    if (forced_algorithm_ == Algorithm::winograd) return true;
-    return std::is_same_v<T, float> && channels_ / cp_.group >= winograd_min_channels &&
-           cp_.num_output / cp_.group >= winograd_min_channels;
+  // The algorithm of this pass (see Algorithm): GEMM off the CPU and wherever the forced one
+  // does not apply.
+  [[nodiscard]] Algorithm choose_algorithm() const {
+    if constexpr (!std::is_same_v<D, CPU>) return Algorithm::gemm;
+    if (forced_algorithm_ == Algorithm::gemm || num_ == 0) return Algorithm::gemm;
+    const bool direct_ok = std::is_same_v<T, float> && cp_.group == 1 &&
+                           math::DirectConvolution::applies(cp_.stride_h, cp_.stride_w, cp_.dilation_h, cp_.dilation_w,
+                                                            cp_.pad_h, cp_.pad_w, cp_.kernel_h, cp_.kernel_w);
+    if (forced_algorithm_ == Algorithm::direct) return direct_ok ? Algorithm::direct : Algorithm::gemm;
+    const bool wino_ok = math::WinogradConvolution<T>::applies(cp_.kernel_h, cp_.kernel_w, cp_.stride_h, cp_.stride_w,
+                                                               cp_.dilation_h, cp_.dilation_w, cp_.pad_h, cp_.pad_w);
+    if (forced_algorithm_ == Algorithm::winograd) return wino_ok ? Algorithm::winograd : Algorithm::gemm;
+    if (wino_ok && std::is_same_v<T, float> && channels_ / cp_.group >= winograd_min_channels &&
+        cp_.num_output / cp_.group >= winograd_min_channels)
+      return Algorithm::winograd;
+    if (direct_ok && channels_ <= direct_max_channels && out_w_ % 16 == 0 && cp_.num_output % 8 == 0 &&
+        math::DirectConvolution::fast())
+      return Algorithm::direct;
+    return Algorithm::gemm;
   }
   // Whether the gradients follow the forward pass onto Winograd (see Algorithm).
   [[nodiscard]] bool winograd_backward() const {
     if (forced_algorithm_ == Algorithm::winograd) return true;
     return (channels_ / cp_.group) % 16 == 0 && (cp_.num_output / cp_.group) % 16 == 0;
+  }
+  [[nodiscard]] math::DirectConvShape direct_shape() const {
+    math::DirectConvShape s;
+    s.channels = channels_;
+    s.outputs = cp_.num_output;
+    s.height = geom_.height;
+    s.width = geom_.width;
+    s.kernel_h = cp_.kernel_h;
+    s.kernel_w = cp_.kernel_w;
+    s.pad_h = cp_.pad_h;
+    s.pad_w = cp_.pad_w;
+    return s;
   }
   [[nodiscard]] math::WinogradShape winograd_shape() const {
     math::WinogradShape s;
@@ -834,8 +886,9 @@ class ConvolutionLayer final : public Layer<D, T> {
   Tensor<D, T> ones_;  // the bias multiplier
   std::vector<T> dwt_;  // one group's transposed weight gradient (transposed_dw, gemm scheme)
   Algorithm forced_algorithm_ = algorithm_from_env();
-  bool winograd_ = false;  // this pass takes Winograd
-  math::WinogradConvolution<T> wino_;  // its transformed filters and scratch
+  Algorithm algorithm_ = Algorithm::gemm;  // this pass's (see choose_algorithm)
+  math::WinogradConvolution<T> wino_;  // Winograd's transformed filters and scratch
+  math::DirectConvolution dconv_;      // the direct loops' packed weights and scratch
 };
 
 POSEIDON_REGISTER_LAYER("Convolution", ConvolutionLayer)
