@@ -6,7 +6,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <string>
+#include <tuple>
 #include <vector>
 
 using namespace poseidon;
@@ -220,6 +222,65 @@ TEST_CASE_TEMPLATE("Pooling MAX matches the definition, ties included", T, float
         }
     CHECK(ties > 0);
   }
+}
+
+TEST_CASE("Pooling MAX at column stride 2: the AVX-512 path gives the portable loops' values and argmax") {
+  // Ties (values from {0..3}), NaN and -inf in the data; widths of one, two and several registers
+  // of outputs, 2- and 3-wide windows, row strides 1 and 2, last windows clipped.
+#if defined(POSEIDON_POOL_X86)
+  if (!detail::pool_cpu_has_avx512()) {
+    MESSAGE("this CPU has no AVX-512: the vector path is not checked");
+    return;
+  }
+  struct Case {
+    const char* name;
+    Message msg;
+    Shape in;
+  };
+  const std::vector<Case> cases = {
+      {"3x3 s2, 32x32 (CIFAR-10 quick pool1)", pool_msg("MAX", 3, 2), Shape{2, 3, 32, 32}},
+      {"3x3 s2, 55x55 (AlexNet pool1)", pool_msg("MAX", 3, 2), Shape{1, 3, 55, 55}},
+      {"3x3 s2, 13x13", pool_msg("MAX", 3, 2), Shape{2, 2, 13, 13}},
+      {"2x2 s2, 9x33 (not tiled)", pool_msg("MAX", 2, 2), Shape{2, 2, 9, 33}},
+      {"3x2 s(1,2), 7x70", pool_msg_hw("MAX", 3, 2, 1, 2, 0, 0), Shape{1, 2, 7, 70}},
+      {"2x3 s(2,2), 6x4", pool_msg_hw("MAX", 2, 3, 2, 2, 0, 0), Shape{1, 2, 6, 4}},
+  };
+  Ctx ctx;
+  for (const auto& c : cases) {
+    CAPTURE(std::string(c.name));
+    auto x = random_tensor<float>(c.in, 0, 4, 23);
+    for (std::size_t i = 0; i < x.count(); ++i) {
+      x.data()[i] = std::floor(x.data()[i]);
+      if (i % 37 == 5) x.data()[i] = std::numeric_limits<float>::quiet_NaN();
+      if (i % 41 == 7) x.data()[i] = -std::numeric_limits<float>::infinity();
+    }
+    auto run = [&](bool vector) {
+      detail::pool_vector_allowed() = vector;
+      Tensor<CPU, float> y, mask;
+      PoolingLayer<CPU, float> pool(pool_mask_param(c.msg));
+      pool.setup(ctx, {&x}, {&y, &mask});
+      pool.forward(ctx, {&x}, {&y, &mask});
+      detail::pool_vector_allowed() = true;
+      const auto a = pool.argmax().data_to_host();
+      return std::make_tuple(y.data_to_host(), std::vector<int>(a.begin(), a.end()), mask.data_to_host());
+    };
+    const auto [yv, av, mv] = run(true);
+    const auto [yp, ap, mp] = run(false);
+    REQUIRE(yv.size() == yp.size());
+    std::size_t value_diffs = 0, nans = 0;
+    for (std::size_t i = 0; i < yv.size(); ++i) {
+      nans += std::isnan(yp[i]) ? 1 : 0;
+      const bool same = std::isnan(yv[i]) ? std::isnan(yp[i]) : yv[i] == yp[i];
+      value_diffs += same ? 0 : 1;
+    }
+    CHECK(value_diffs == 0);
+    CHECK(av == ap);
+    CHECK(mv == mp);
+    CHECK(nans > 0);  // the NaN rules were exercised
+  }
+#else
+  MESSAGE("no x86 vector path in this build");
+#endif
 }
 
 TEST_CASE_TEMPLATE("Pooling with a kernel smaller than the stride leaves empty windows at 0", T, float, double) {

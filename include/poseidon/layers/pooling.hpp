@@ -17,7 +17,16 @@
 #include <cstring>
 #include <limits>
 #include <string_view>
+#include <type_traits>
 #include <vector>
+
+// The AVX-512 path of MAX pooling at column stride 2 is compiled with a GCC/Clang target
+// attribute and picked at run time; nvcc's host pass does without it.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__CUDACC__)
+#define POSEIDON_POOL_X86 1
+#include <immintrin.h>
+#define POSEIDON_POOL_AVX512 __attribute__((target("avx512f,avx512vl,avx2,fma")))
+#endif
 
 POSEIDON_NAMESPACE_BEGIN
 
@@ -106,6 +115,103 @@ struct PoolAxis {
   }
 };
 
+#if defined(POSEIDON_POOL_X86)
+inline bool pool_cpu_has_avx512() {
+  static const bool has = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl");
+  }();
+  return has;
+}
+
+/// Tests turn the vector path off to compare it with the portable loops.
+inline bool& pool_vector_allowed() {
+  static bool allowed = true;
+  return allowed;
+}
+
+inline __mmask16 pool_lanes_below(int n) {
+  return n >= 16 ? static_cast<__mmask16>(0xFFFF) : n <= 0 ? static_cast<__mmask16>(0) : static_cast<__mmask16>((1u << n) - 1u);
+}
+
+// Candidate (c, i) replaces (v, a) where greater, or equal with a smaller flat index.
+POSEIDON_POOL_AVX512 inline void pool_merge_max(__m512& v, __m512i& a, __m512 c, __m512i i) {
+  const __mmask16 take =
+      _mm512_cmp_ps_mask(c, v, _CMP_GT_OQ) | (_mm512_cmp_ps_mask(c, v, _CMP_EQ_OQ) & _mm512_cmplt_epi32_mask(i, a));
+  v = _mm512_mask_mov_ps(v, take, c);
+  a = _mm512_mask_mov_epi32(a, take, i);
+}
+
+// MAX pooling of planes [p0, p1) without padding, at column stride 2 with 2- or 3-wide windows
+// (CIFAR-10 quick's and AlexNet's 3x3/2): 16 outputs of a row per register. Per row of windows,
+// each input column's maximum over the window rows (the topmost on ties, NaN never taken), then
+// each window's maximum over its columns, gathered from the column maxima by even/odd lane
+// permutes, taking a column when greater or equal with a smaller flat index: the same rules, and
+// so the same values and argmax, as the portable loops. Columns past the image load as -inf
+// with index INT_MAX and are never taken.
+POSEIDON_POOL_AVX512 inline void max_forward_s2_avx512(const PoolGeometry& g, int p0, int p1, const float* x, float* y,
+                                                       int* argmax) {
+  const int W = g.width, H = g.height, ow = g.out_w, kw = g.kernel_w;
+  const std::size_t in_plane = g.in_plane(), out_plane = g.out_plane();
+  const __m512 ninf = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+  const __m512i none = _mm512_set1_epi32(std::numeric_limits<int>::max());
+  const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const __m512i even = _mm512_add_epi32(lane, lane), odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+  const int regs = kw == 3 ? 3 : 2;
+  for (int pl = p0; pl < p1; ++pl) {
+    const float* xp = x + static_cast<std::size_t>(pl) * in_plane;
+    float* yp = y + static_cast<std::size_t>(pl) * out_plane;
+    int* ap = argmax + static_cast<std::size_t>(pl) * out_plane;
+    for (int ph = 0; ph < g.out_h; ++ph) {
+      const int hs = ph * g.stride_h, he = std::min(hs + g.kernel_h, H);
+      for (int c0 = 0; c0 < ow; c0 += 16) {
+        const int x0 = 2 * c0;
+        __m512 cm[3];
+        __m512i ci[3], col[3];
+        __mmask16 in[3];
+        for (int r = 0; r < regs; ++r) {
+          in[r] = pool_lanes_below(W - x0 - 16 * r);
+          col[r] = _mm512_add_epi32(lane, _mm512_set1_epi32(x0 + 16 * r));
+          cm[r] = ninf;
+          ci[r] = _mm512_mask_add_epi32(none, in[r], col[r], _mm512_set1_epi32(hs * W));
+        }
+        for (int h = hs; h < he; ++h) {
+          const float* row = xp + static_cast<std::size_t>(h) * static_cast<std::size_t>(W) + x0;
+          const __m512i base = _mm512_set1_epi32(h * W);
+          for (int r = 0; r < regs; ++r) {
+            const __m512 v = _mm512_mask_loadu_ps(ninf, in[r], row + 16 * r);
+            const __mmask16 gt = _mm512_cmp_ps_mask(v, cm[r], _CMP_GT_OQ);
+            cm[r] = _mm512_mask_mov_ps(cm[r], gt, v);
+            ci[r] = _mm512_mask_add_epi32(ci[r], gt, col[r], base);
+          }
+        }
+        // Each window starts from its first element (row hs, column x0 + 2j: inside the image).
+        const float* first = xp + static_cast<std::size_t>(hs) * static_cast<std::size_t>(W) + x0;
+        __m512 v = _mm512_permutex2var_ps(_mm512_mask_loadu_ps(ninf, in[0], first), even,
+                                          _mm512_mask_loadu_ps(ninf, in[1], first + 16));
+        __m512i a = _mm512_add_epi32(even, _mm512_set1_epi32(hs * W + x0));
+        pool_merge_max(v, a, _mm512_permutex2var_ps(cm[0], even, cm[1]), _mm512_permutex2var_epi32(ci[0], even, ci[1]));
+        pool_merge_max(v, a, _mm512_permutex2var_ps(cm[0], odd, cm[1]), _mm512_permutex2var_epi32(ci[0], odd, ci[1]));
+        if (kw == 3) {
+          // Columns x0 + 2 + 2j: the column maxima shifted by two lanes across the registers.
+          // (The zero-masking form: GCC 12 warns about the plain one's undefined merge operand.)
+          const __mmask16 all = 0xFFFF;
+          const __m512i s0 = _mm512_maskz_alignr_epi32(all, _mm512_castps_si512(cm[1]), _mm512_castps_si512(cm[0]), 2);
+          const __m512i s1 = _mm512_maskz_alignr_epi32(all, _mm512_castps_si512(cm[2]), _mm512_castps_si512(cm[1]), 2);
+          const __m512i t0 = _mm512_maskz_alignr_epi32(all, ci[1], ci[0], 2);
+          const __m512i t1 = _mm512_maskz_alignr_epi32(all, ci[2], ci[1], 2);
+          pool_merge_max(v, a, _mm512_castsi512_ps(_mm512_permutex2var_epi32(s0, even, s1)), _mm512_permutex2var_epi32(t0, even, t1));
+        }
+        const __mmask16 out = pool_lanes_below(ow - c0);
+        const std::size_t o = static_cast<std::size_t>(ph) * static_cast<std::size_t>(ow) + static_cast<std::size_t>(c0);
+        _mm512_mask_storeu_ps(yp + o, out, v);
+        _mm512_mask_storeu_epi32(ap + o, out, a);
+      }
+    }
+  }
+}
+#endif
+
 template <class T>
 struct PoolKernel<CPU, T> {
   // Planes (n, c) are independent: every loop is parallel over them. `argmax` holds, per output,
@@ -121,6 +227,19 @@ struct PoolKernel<CPU, T> {
       max_forward_tiled(g, planes, x, y, argmax, mask);
       return;
     }
+#if defined(POSEIDON_POOL_X86)
+    // CIFAR-10 quick's pool1 (100 x 32 x 32 x 32, 3x3/2): 4.2 -> 0.6 ms (see max_forward_s2_avx512).
+    if constexpr (std::is_same_v<T, float>) {
+      if (column_stride_2(g) && pool_cpu_has_avx512() && pool_vector_allowed()) {
+#pragma omp parallel for schedule(static) if (static_cast<std::size_t>(planes) * g.in_plane() > math::detail::omp_min_elements)
+        for (int pl = 0; pl < planes; ++pl) max_forward_s2_avx512(g, pl, pl + 1, x, y, argmax);
+        if (mask)
+          for (std::size_t o = 0; o < static_cast<std::size_t>(planes) * g.out_plane(); ++o)
+            mask[o] = static_cast<T>(argmax[o]);
+        return;
+      }
+    }
+#endif
     const std::size_t in_plane = g.in_plane(), out_plane = g.out_plane();
     const PoolAxis rows(g.out_h, g.height, g.kernel_h, g.stride_h, g.pad_h);
     const PoolAxis cols(g.out_w, g.width, g.kernel_w, g.stride_w, g.pad_w);
@@ -210,6 +329,13 @@ struct PoolKernel<CPU, T> {
   // window's taps in row-major order, one sweep over an output row per tap. LeNet's pool1 (64 x 20 x
   // 24 x 24) ran 3.5x faster this way than through the general loops, whose per-row set-up
   // dominated on such short rows.
+  // The vector path's windows: no padding, column stride 2, 2 or 3 columns wide, and no window
+  // past the image (kernels at least as large as the strides).
+  static bool column_stride_2(const PoolGeometry& g) {
+    return g.pad_h == 0 && g.pad_w == 0 && g.stride_w == 2 && (g.kernel_w == 2 || g.kernel_w == 3) &&
+           g.kernel_h >= g.stride_h;
+  }
+
   static bool tiles_exactly(const PoolGeometry& g) {
     return g.pad_h == 0 && g.pad_w == 0 && g.kernel_h == g.stride_h && g.kernel_w == g.stride_w &&
            g.out_h * g.stride_h == g.height && g.out_w * g.stride_w == g.width;
