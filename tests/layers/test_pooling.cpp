@@ -242,6 +242,7 @@ TEST_CASE("Pooling MAX at column stride 2: the AVX-512 path gives the portable l
       {"3x3 s2, 55x55 (AlexNet pool1)", pool_msg("MAX", 3, 2), Shape{1, 3, 55, 55}},
       {"3x3 s2, 13x13", pool_msg("MAX", 3, 2), Shape{2, 2, 13, 13}},
       {"2x2 s2, 9x33 (not tiled)", pool_msg("MAX", 2, 2), Shape{2, 2, 9, 33}},
+      {"2x2 s2, 24x24 (LeNet pool1, tiled)", pool_msg("MAX", 2, 2), Shape{2, 3, 24, 24}},
       {"3x2 s(1,2), 7x70", pool_msg_hw("MAX", 3, 2, 1, 2, 0, 0), Shape{1, 2, 7, 70}},
       {"2x3 s(2,2), 6x4", pool_msg_hw("MAX", 2, 3, 2, 2, 0, 0), Shape{1, 2, 6, 4}},
   };
