@@ -681,7 +681,8 @@ TEST_CASE("Convolution gradients through the direct loops") {
   conv.set_algorithm(Algo::direct);
   expect_gradients(conv, {&x}, {&y});
   CHECK(conv.algorithm() == Algo::direct);
-  CHECK(conv.backward_algorithm() == Algo::direct);
+  CHECK(conv.weight_gradient_algorithm() == Algo::direct);
+  CHECK(conv.input_gradient_algorithm() == Algo::gemm);
 }
 
 TEST_CASE("Convolution through the direct loops adds its parameter gradients to what is there") {
@@ -697,7 +698,7 @@ TEST_CASE("Convolution through the direct loops adds its parameter gradients to 
   conv.backward(ctx, {&y}, {false}, {&x});
   const auto once_w = conv.blobs()[0]->diff_to_host(), once_b = conv.blobs()[1]->diff_to_host();
   conv.backward(ctx, {&y}, {false}, {&x});
-  CHECK(conv.backward_algorithm() == Algo::direct);
+  CHECK(conv.weight_gradient_algorithm() == Algo::direct);
   const auto twice_w = conv.blobs()[0]->diff_to_host(), twice_b = conv.blobs()[1]->diff_to_host();
   std::vector<float> dw(once_w.size()), db(once_b.size());
   for (std::size_t i = 0; i < dw.size(); ++i) dw[i] = 2 * once_w[i];
@@ -720,8 +721,8 @@ TEST_CASE("Convolution chooses Winograd where it applies and pays") {
   // CIFAR-10 quick's conv2 shape (at batch 2): 32 channels in and out.
   CHECK(chosen({32, 5, 5, 2, 2}, Shape{2, 32, 16, 16}, Algo::automatic) == Algo::winograd);
   CHECK(chosen({32, 5, 5, 2, 2}, Shape{2, 32, 16, 16}, Algo::gemm) == Algo::gemm);
-  // LeNet's conv2 (20 -> 50): Winograd forward, GEMM gradients (the channels are not multiples
-  // of 16); CIFAR-10 quick's conv2 keeps Winograd for the gradients too.
+  // LeNet's conv2 (20 -> 50): Winograd forward and weight gradient, GEMM input gradient (the
+  // channels are not multiples of 16); CIFAR-10 quick's conv2 keeps Winograd for both gradients.
   {
     auto x = random_tensor<float>({2, 20, 12, 12});
     Tensor<CPU, float> y;
@@ -731,10 +732,11 @@ TEST_CASE("Convolution chooses Winograd where it applies and pays") {
     conv.forward(ctx, {&x}, {&y});
     conv.backward(ctx, {&y}, {true}, {&x});
     CHECK(conv.algorithm() == Algo::winograd);
-    CHECK(conv.backward_algorithm() == Algo::gemm);
+    CHECK(conv.weight_gradient_algorithm() == Algo::winograd);
+    CHECK(conv.input_gradient_algorithm() == Algo::gemm);
     conv.set_algorithm(Algo::winograd);
     conv.backward(ctx, {&y}, {true}, {&x});
-    CHECK(conv.backward_algorithm() == Algo::winograd);
+    CHECK(conv.input_gradient_algorithm() == Algo::winograd);
     auto x2 = random_tensor<float>({2, 32, 16, 16});
     Tensor<CPU, float> y2;
     ConvolutionLayer<CPU, float> conv2(conv_param(ConvCfg{32, 5, 5, 2, 2}));
@@ -742,7 +744,8 @@ TEST_CASE("Convolution chooses Winograd where it applies and pays") {
     conv2.setup(ctx, {&x2}, {&y2});
     conv2.forward(ctx, {&x2}, {&y2});
     conv2.backward(ctx, {&y2}, {true}, {&x2});
-    CHECK(conv2.backward_algorithm() == Algo::winograd);
+    CHECK(conv2.weight_gradient_algorithm() == Algo::winograd);
+    CHECK(conv2.input_gradient_algorithm() == Algo::winograd);
   }
   // conv1: 3 input channels, too few for Winograd: the direct loops where the CPU has AVX-512
   // (16 output columns, 32 channels), GEMM otherwise.

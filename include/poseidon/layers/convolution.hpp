@@ -420,10 +420,12 @@ class ConvolutionLayer final : public Layer<D, T> {
   /// output and both gradients wherever it applies (stride 1, no dilation, square 3x3 or 5x5
   /// kernel, pad < kernel), GEMM elsewhere. automatic: Winograd where it applies and was measured
   /// faster: float, at least winograd_min_channels input and output channels per group, and for
-  /// the two gradients also channel counts per group that are multiples of 16 (Winograd pads
-  /// them to 16; LeNet's conv2, 20 -> 50, ran its forward 1.45x faster that way but its
-  /// backward 1.17x slower than by GEMM, while CIFAR-10 quick's and AlexNet's layers, all
-  /// multiples of 16, gained in every pass). direct: the output and the weight and bias
+  /// the input gradient also channel counts per group that are multiples of 16 (Winograd pads
+  /// them to 16; LeNet's conv2, 20 -> 50, ran its forward 1.45x and its weight gradient ~1.2x
+  /// faster that way, but its input gradient slower than by GEMM (backward 8.1 ms against 6.2
+  /// with only the input gradient on Winograd, 5.2 with only the weight gradient), while
+  /// CIFAR-10 quick's and AlexNet's layers, all multiples of 16, gained in every pass). direct:
+  /// the output and the weight and bias
   /// gradients by direct loops over a padded copy of each image (math/direct_conv.hpp; float,
   /// one group, stride 1, no dilation), the input gradient by GEMM; automatic takes it where the
   /// CPU has AVX-512, for at most direct_max_channels input channels (column matrices too short
@@ -440,12 +442,13 @@ class ConvolutionLayer final : public Layer<D, T> {
   void set_algorithm(Algorithm a) { forced_algorithm_ = a; }
   /// The algorithm of the last pass (after setup: what the next pass will take).
   [[nodiscard]] Algorithm algorithm() const { return algorithm_; }
-  /// The algorithm of the last backward pass's weight gradient and, except after direct (whose
-  /// input gradient is GEMM's), of its input gradient.
-  [[nodiscard]] Algorithm backward_algorithm() const {
-    if (algorithm_ == Algorithm::winograd) return winograd_backward() ? Algorithm::winograd : Algorithm::gemm;
-    return algorithm_;
+  /// The algorithm of the last backward pass's input gradient (GEMM after direct).
+  [[nodiscard]] Algorithm input_gradient_algorithm() const {
+    if (algorithm_ == Algorithm::winograd) return winograd_input_gradient() ? Algorithm::winograd : Algorithm::gemm;
+    return algorithm_ == Algorithm::direct ? Algorithm::gemm : algorithm_;
   }
+  /// The algorithm of the last backward pass's weight gradient (the forward pass's).
+  [[nodiscard]] Algorithm weight_gradient_algorithm() const { return algorithm_; }
   /// Input and output channels per group from which automatic takes Winograd.
   static constexpr int winograd_min_channels = 16;
   /// Input channels up to which automatic takes the direct loops.
@@ -597,12 +600,11 @@ class ConvolutionLayer final : public Layer<D, T> {
       }
       if constexpr (std::is_same_v<D, CPU>) {
         // Winograd's gradients here; the rest (the bias's always) by the GEMM path below.
-        const bool wino_back = algorithm_ == Algorithm::winograd && winograd_backward();
-        if (wino_back && dx) {
+        if (algorithm_ == Algorithm::winograd && winograd_input_gradient() && dx) {
           wino_.backward_data(ctx, winograd_shape(), this->blobs_[0]->data(), top[i]->diff(), num_, bottom[i]->diff());
           dx = false;
         }
-        if (wino_back && dwi) {
+        if (algorithm_ == Algorithm::winograd && dwi) {
           wino_.backward_filter(ctx, winograd_shape(), bottom[i]->data(), top[i]->diff(), num_, this->blobs_[0]->diff());
           dwi = false;
         }
@@ -773,8 +775,8 @@ class ConvolutionLayer final : public Layer<D, T> {
       return Algorithm::direct;
     return Algorithm::gemm;
   }
-  // Whether the gradients follow the forward pass onto Winograd (see Algorithm).
-  [[nodiscard]] bool winograd_backward() const {
+  // Whether the input gradient follows the forward pass onto Winograd (see Algorithm).
+  [[nodiscard]] bool winograd_input_gradient() const {
     if (forced_algorithm_ == Algorithm::winograd) return true;
     return (channels_ / cp_.group) % 16 == 0 && (cp_.num_output / cp_.group) % 16 == 0;
   }
