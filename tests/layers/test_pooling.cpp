@@ -284,6 +284,51 @@ TEST_CASE("Pooling MAX at column stride 2: the AVX-512 path gives the portable l
 #endif
 }
 
+TEST_CASE("Pooling AVE at column stride 2: the AVX-512 path gives the portable loops' outputs and gradients") {
+#if defined(POSEIDON_POOL_X86)
+  if (!detail::pool_cpu_has_avx512()) {
+    MESSAGE("this CPU has no AVX-512: the vector path is not checked");
+    return;
+  }
+  struct Case {
+    const char* name;
+    Message msg;
+    Shape in;
+  };
+  const std::vector<Case> cases = {
+      {"3x3 s2, 16x16 (CIFAR-10 quick pool2)", pool_msg("AVE", 3, 2), Shape{2, 3, 16, 16}},
+      {"3x3 s2, 8x8 (CIFAR-10 quick pool3)", pool_msg("AVE", 3, 2), Shape{2, 4, 8, 8}},
+      {"3x3 s2, 17x32: last windows clipped", pool_msg("AVE", 3, 2), Shape{1, 2, 17, 32}},
+      {"2x2 s2, 9x7", pool_msg("AVE", 2, 2), Shape{2, 2, 9, 7}},
+      {"3x2 s(1,2), 7x30", pool_msg_hw("AVE", 3, 2, 1, 2, 0, 0), Shape{1, 2, 7, 30}},
+      {"2x3 s(2,2), 5x3", pool_msg_hw("AVE", 2, 3, 2, 2, 0, 0), Shape{1, 2, 5, 3}},
+  };
+  Ctx ctx;
+  for (const auto& c : cases) {
+    CAPTURE(std::string(c.name));
+    auto x = random_tensor<float>(c.in, -1, 1, 29);
+    auto run = [&](bool vector) {
+      detail::pool_vector_allowed() = vector;
+      Tensor<CPU, float> y;
+      PoolingLayer<CPU, float> pool(pool_param(c.msg));
+      pool.setup(ctx, {&x}, {&y});
+      pool.forward(ctx, {&x}, {&y});
+      y.copy_diff_from_host(random_tensor<float>(y.shape(), -1, 1, 31).data_span());
+      x.copy_diff_from_host(std::vector<float>(x.count(), 5.0f));  // overwritten, not added to
+      pool.backward(ctx, {&y}, {true}, {&x});
+      detail::pool_vector_allowed() = true;
+      return std::make_pair(y.data_to_host(), x.diff_to_host());
+    };
+    const auto [yv, dv] = run(true);
+    const auto [yp, dp] = run(false);
+    CHECK(yv == yp);
+    CHECK(dv == dp);
+  }
+#else
+  MESSAGE("no x86 vector path in this build");
+#endif
+}
+
 TEST_CASE_TEMPLATE("Pooling with a kernel smaller than the stride leaves empty windows at 0", T, float, double) {
   // Caffe's shape rule gives ceil((5 - 1) / 3) + 1 = 3 windows starting at 0, 3 and 6; the last
   // one lies outside the image: it must read nothing and output 0.
