@@ -214,6 +214,11 @@ TEST_CASE("Direct convolution refuses shapes out of its reach") {
   CHECK_THROWS_AS(conv.forward(ctx, DirectConvShape{3, 4, 2, 2, 5, 5, 0, 0}, buf.data(), nullptr, buf.data(), 1,
                                buf.data()),
                   Error);
+  CHECK(DirectConvolution::fits(DirectConvShape{3, 32, 224, 224, 3, 3, 1, 1}));
+  CHECK_FALSE(DirectConvolution::fits(DirectConvShape{4, 8, 30000, 30000, 3, 3, 1, 1}));  // int offsets
+  CHECK_THROWS_WITH_AS(conv.forward(ctx, DirectConvShape{4, 8, 30000, 30000, 3, 3, 1, 1}, buf.data(), nullptr,
+                                    buf.data(), 1, buf.data()),
+                       doctest::Contains("too large"), Error);
   CHECK(DirectConvolution::applies(1, 1, 1, 1, 2, 2, 5, 5));
   CHECK_FALSE(DirectConvolution::applies(2, 1, 1, 1, 0, 0, 5, 5));
   CHECK_FALSE(DirectConvolution::applies(1, 1, 1, 2, 0, 0, 5, 5));

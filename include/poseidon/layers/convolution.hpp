@@ -762,7 +762,8 @@ class ConvolutionLayer final : public Layer<D, T> {
     if (forced_algorithm_ == Algorithm::gemm || num_ == 0) return Algorithm::gemm;
     const bool direct_ok = std::is_same_v<T, float> && cp_.group == 1 &&
                            math::DirectConvolution::applies(cp_.stride_h, cp_.stride_w, cp_.dilation_h, cp_.dilation_w,
-                                                            cp_.pad_h, cp_.pad_w, cp_.kernel_h, cp_.kernel_w);
+                                                            cp_.pad_h, cp_.pad_w, cp_.kernel_h, cp_.kernel_w) &&
+                           math::DirectConvolution::fits(direct_shape());
     if (forced_algorithm_ == Algorithm::direct) return direct_ok ? Algorithm::direct : Algorithm::gemm;
     const bool wino_ok = math::WinogradConvolution<T>::applies(cp_.kernel_h, cp_.kernel_w, cp_.stride_h, cp_.stride_w,
                                                                cp_.dilation_h, cp_.dilation_w, cp_.pad_h, cp_.pad_w);

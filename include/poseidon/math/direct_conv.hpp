@@ -282,6 +282,11 @@ class DirectConvolution {
     return stride_h == 1 && stride_w == 1 && dilation_h == 1 && dilation_w == 1 && kernel_h > 0 && kernel_w > 0 &&
            pad_h >= 0 && pad_w >= 0 && pad_h < kernel_h && pad_w < kernel_w;
   }
+  /// Whether one padded image is small enough for the loops' int offsets (any real layer is).
+  static bool fits(const DirectConvShape& s) {
+    return s.channels > 0 && s.height > 0 && s.width > 0 && s.out_w() > 0 &&
+           detail::direct_conv::plan(s).buffer() < (std::size_t(1) << 31);
+  }
   /// Whether the vector kernels run here (otherwise the plain loops do).
   static bool fast() { return detail::direct_conv::cpu_has_avx512() && detail::direct_conv::vector_kernels_allowed(); }
 
@@ -410,6 +415,8 @@ class DirectConvolution {
                        applies(1, 1, 1, 1, s.pad_h, s.pad_w, s.kernel_h, s.kernel_w) && s.out_h() > 0 && s.out_w() > 0,
                    "direct convolution: bad shape (C ", s.channels, ", K ", s.outputs, ", ", s.height, "x", s.width,
                    ", kernel ", s.kernel_h, "x", s.kernel_w, ", pad ", s.pad_h, "x", s.pad_w, ")");
+    POSEIDON_CHECK(fits(s), "direct convolution: an image of ", s.channels, "x", s.height, "x", s.width,
+                   " is too large for the direct loops");
     return detail::direct_conv::plan(s);
   }
 
