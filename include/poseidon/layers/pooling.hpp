@@ -133,7 +133,8 @@ inline bool& pool_vector_allowed() {
 }
 
 inline __mmask16 pool_lanes_below(int n) {
-  return n >= 16 ? static_cast<__mmask16>(0xFFFF) : n <= 0 ? static_cast<__mmask16>(0) : static_cast<__mmask16>((1u << n) - 1u);
+  if (n <= 0) return 0;
+  return n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1u);
 }
 
 // Candidate (c, i) replaces (v, a) where greater, or equal with a smaller flat index.
@@ -198,11 +199,13 @@ POSEIDON_POOL_AVX512 inline void max_forward_s2_avx512(const PoolGeometry& g, in
           // Columns x0 + 2 + 2j: the column maxima shifted by two lanes across the registers.
           // (The zero-masking form: GCC 12 warns about the plain one's undefined merge operand.)
           const __mmask16 all = 0xFFFF;
-          const __m512i s0 = _mm512_maskz_alignr_epi32(all, _mm512_castps_si512(cm[1]), _mm512_castps_si512(cm[0]), 2);
-          const __m512i s1 = _mm512_maskz_alignr_epi32(all, _mm512_castps_si512(cm[2]), _mm512_castps_si512(cm[1]), 2);
+          const __m512i m0 = _mm512_castps_si512(cm[0]), m1 = _mm512_castps_si512(cm[1]),
+                        m2 = _mm512_castps_si512(cm[2]);
+          const __m512i s0 = _mm512_maskz_alignr_epi32(all, m1, m0, 2), s1 = _mm512_maskz_alignr_epi32(all, m2, m1, 2);
           const __m512i t0 = _mm512_maskz_alignr_epi32(all, ci[1], ci[0], 2);
           const __m512i t1 = _mm512_maskz_alignr_epi32(all, ci[2], ci[1], 2);
-          pool_merge_max(v, a, _mm512_castsi512_ps(_mm512_permutex2var_epi32(s0, even, s1)), _mm512_permutex2var_epi32(t0, even, t1));
+          pool_merge_max(v, a, _mm512_castsi512_ps(_mm512_permutex2var_epi32(s0, even, s1)),
+                         _mm512_permutex2var_epi32(t0, even, t1));
         }
         const __mmask16 out = pool_lanes_below(ow - c0);
         const std::size_t o = static_cast<std::size_t>(ph) * static_cast<std::size_t>(ow) + static_cast<std::size_t>(c0);
@@ -213,11 +216,8 @@ POSEIDON_POOL_AVX512 inline void max_forward_s2_avx512(const PoolGeometry& g, in
   }
 }
 
-// AVE pooling of planes [p0, p1) without padding, at column stride 2 with 2- or 3-wide windows,
-// on planes at most 32 columns wide (CIFAR-10 quick's pool2 and pool3: 3x3/2 on 16x16 and 8x8):
-// a whole output row in one register, where the portable loops' per-row set-up dominated on such
-// short rows. The sums are added in the portable loops' order (rows first, then a window's
-// columns left to right), so the results are theirs up to the sign of a zero sum.
+// Lane l of the result takes lane first + l / 2 of the first operand (l even) or of the second
+// (l odd): two registers interleaved.
 POSEIDON_POOL_AVX512 inline __m512i pool_interleave_index(int first) {
   alignas(64) int idx[16];
   for (int l = 0; l < 16; ++l) idx[l] = first + (l >> 1) + ((l & 1) << 4);
@@ -231,6 +231,11 @@ POSEIDON_POOL_AVX512 inline __m512 pool_ave_divisors(const PoolGeometry& g, int 
   return _mm512_load_ps(d);
 }
 
+// AVE pooling of planes [p0, p1) without padding, at column stride 2 with 2- or 3-wide windows,
+// on planes at most 32 columns wide (CIFAR-10 quick's pool2 and pool3: 3x3/2 on 16x16 and 8x8):
+// a whole output row in one register, where the portable loops' per-row set-up dominated on such
+// short rows. The sums are added in the portable loops' order (rows first, then a window's
+// columns left to right), so the results are theirs up to the sign of a zero sum.
 POSEIDON_POOL_AVX512 inline void ave_forward_s2_avx512(const PoolGeometry& g, int p0, int p1, const float* x,
                                                        float* y) {
   const int W = g.width, H = g.height, ow = g.out_w;

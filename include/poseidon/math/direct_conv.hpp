@@ -109,37 +109,35 @@ inline std::vector<int> tap_offsets(const Plan& p, int count, bool bias) {
   return off;
 }
 
-/// The plain loop nest: y(image) = conv + bias, and dw += the weight gradient of one image.
+/// The plain loop nest: y (one image) = conv + bias (bias may be null).
 inline void forward_plain(const Plan& p, const float* buf, const float* w, const float* bias, float* y) {
+  const auto z = [](int v) { return static_cast<std::size_t>(v); };
+  const std::size_t taps = z(p.taps()), stride = z(p.stride);
   for (int k = 0; k < p.K; ++k)
     for (int oy = 0; oy < p.OH; ++oy)
       for (int ox = 0; ox < p.OW; ++ox) {
         float s = bias ? bias[k] : 0.0f;
-        const float* wk = w + static_cast<std::size_t>(k) * static_cast<std::size_t>(p.taps());
+        const float* wk = w + z(k) * taps;
         for (int c = 0; c < p.C; ++c)
           for (int ky = 0; ky < p.KH; ++ky)
             for (int kx = 0; kx < p.KW; ++kx)
-              s += wk[(c * p.KH + ky) * p.KW + kx] *
-                   buf[static_cast<std::size_t>(c) * p.plane() + static_cast<std::size_t>(oy + ky) * static_cast<std::size_t>(p.stride) +
-                       static_cast<std::size_t>(ox + kx)];
-        y[(static_cast<std::size_t>(k) * static_cast<std::size_t>(p.OH) + static_cast<std::size_t>(oy)) *
-              static_cast<std::size_t>(p.OW) + static_cast<std::size_t>(ox)] = s;
+              s += wk[z((c * p.KH + ky) * p.KW + kx)] * buf[z(c) * p.plane() + z(oy + ky) * stride + z(ox + kx)];
+        y[(z(k) * z(p.OH) + z(oy)) * z(p.OW) + z(ox)] = s;
       }
 }
 
 // sums (K x taps) += the sums over one image of the output gradient times each of the `taps`
 // taps at offsets `off`.
 inline void filter_plain(const Plan& p, const float* buf, const int* off, int taps, const float* dy, float* sums) {
+  const auto z = [](int v) { return static_cast<std::size_t>(v); };
+  const std::size_t stride = z(p.stride);
   for (int k = 0; k < p.K; ++k)
     for (int t = 0; t < taps; ++t) {
       float s = 0.0f;
       for (int oy = 0; oy < p.OH; ++oy)
         for (int ox = 0; ox < p.OW; ++ox)
-          s += dy[(static_cast<std::size_t>(k) * static_cast<std::size_t>(p.OH) + static_cast<std::size_t>(oy)) *
-                      static_cast<std::size_t>(p.OW) + static_cast<std::size_t>(ox)] *
-               buf[static_cast<std::size_t>(off[t]) + static_cast<std::size_t>(oy) * static_cast<std::size_t>(p.stride) +
-                   static_cast<std::size_t>(ox)];
-      sums[static_cast<std::size_t>(k) * static_cast<std::size_t>(taps) + static_cast<std::size_t>(t)] += s;
+          s += dy[(z(k) * z(p.OH) + z(oy)) * z(p.OW) + z(ox)] * buf[z(off[t]) + z(oy) * stride + z(ox)];
+      sums[z(k) * z(taps) + z(t)] += s;
     }
 }
 
@@ -164,7 +162,7 @@ POSEIDON_DIRECT_CONV_AVX512 inline void forward_cols(const Plan& p, const float*
     for (int m = 0; m < M; ++m)
 #pragma GCC unroll 2
       for (int v = 0; v < V; ++v) acc[m][v] = _mm512_set1_ps(bias[m]);
-    const float* base = buf + static_cast<std::size_t>(oy) * static_cast<std::size_t>(p.stride) + static_cast<std::size_t>(x0);
+    const float* base = buf + static_cast<std::size_t>(oy * p.stride + x0);
     for (int t = 0; t < taps; ++t) {
       const float* q = base + off[t];
       __m512 a[V];
@@ -300,24 +298,21 @@ class DirectConvolution {
     const int kp = Plan::round_up(p.K, M), taps = p.taps();
     if (vec) {
       // Weights regrouped per block as taps x M (one broadcast per tap and channel), padding zero.
-      packed_.assign(static_cast<std::size_t>(kp) * static_cast<std::size_t>(taps), 0.0f);
+      packed_.assign(z(kp) * z(taps), 0.0f);
       for (int k = 0; k < p.K; ++k)
-        for (int t = 0; t < taps; ++t)
-          packed_[(static_cast<std::size_t>(k / M) * static_cast<std::size_t>(taps) + static_cast<std::size_t>(t)) * M +
-                  static_cast<std::size_t>(k % M)] = w[static_cast<std::size_t>(k) * static_cast<std::size_t>(taps) + static_cast<std::size_t>(t)];
-      bias_.assign(static_cast<std::size_t>(kp), 0.0f);
+        for (int t = 0; t < taps; ++t) packed_[(z(k / M) * z(taps) + z(t)) * M + z(k % M)] = w[z(k) * z(taps) + z(t)];
+      bias_.assign(z(kp), 0.0f);
       if (bias) std::copy_n(bias, p.K, bias_.data());
       offsets_ = detail::direct_conv::tap_offsets(p, taps, false);
     }
     const int threads = std::max(1, std::min(ctx.threads(), num));
     prepare(p, threads, 0, 0);
-    const std::size_t in_image = static_cast<std::size_t>(p.C) * static_cast<std::size_t>(p.H) * static_cast<std::size_t>(p.W);
-    const std::size_t out_image = static_cast<std::size_t>(p.K) * p.out_plane();
+    const std::size_t in_image = z(p.C) * z(p.H) * z(p.W), out_image = z(p.K) * p.out_plane();
 #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
     for (int n = 0; n < num; ++n) {
-      float* buf = scratch_[static_cast<std::size_t>(omp_get_thread_num())].buf.data();
-      detail::direct_conv::pad_image(p, x + static_cast<std::size_t>(n) * in_image, buf);
-      float* yn = y + static_cast<std::size_t>(n) * out_image;
+      float* buf = scratch_[z(omp_get_thread_num())].buf.data();
+      detail::direct_conv::pad_image(p, x + z(n) * in_image, buf);
+      float* yn = y + z(n) * out_image;
 #if defined(POSEIDON_DIRECT_CONV_X86)
       if (vec) {
         detail::direct_conv::forward_avx512(p, buf, offsets_.data(), taps, packed_.data(), bias_.data(), yn);
@@ -339,35 +334,33 @@ class DirectConvolution {
     constexpr int M = detail::direct_conv::grad_block, T = detail::direct_conv::grad_taps;
     const int taps = p.taps() + (db ? 1 : 0);  // the weights' taps and the bias's
     const int kp = Plan::round_up(p.K, M), tp = Plan::round_up(taps, T);
-    const std::size_t sums = static_cast<std::size_t>(p.K) * static_cast<std::size_t>(taps);
-    const std::size_t acc_count = vec ? static_cast<std::size_t>(kp) * static_cast<std::size_t>(tp) * lanes : sums;
+    const std::size_t sums = z(p.K) * z(taps);
+    const std::size_t acc_count = vec ? z(kp) * z(tp) * lanes : sums;
     offsets_ = detail::direct_conv::tap_offsets(p, tp, db != nullptr);
     const int threads = std::max(1, std::min(ctx.threads(), num));
     prepare(p, threads, acc_count, sums);
     if (vec) zeros_.assign(p.out_plane(), 0.0f);
-    const std::size_t in_image = static_cast<std::size_t>(p.C) * static_cast<std::size_t>(p.H) * static_cast<std::size_t>(p.W);
-    const std::size_t out_image = static_cast<std::size_t>(p.K) * p.out_plane();
+    const std::size_t in_image = z(p.C) * z(p.H) * z(p.W), out_image = z(p.K) * p.out_plane();
 #pragma omp parallel num_threads(threads) if (threads > 1)
     {
       const int t = omp_get_thread_num(), nt = omp_get_num_threads();
-      Scratch& sc = scratch_[static_cast<std::size_t>(t)];
+      Scratch& sc = scratch_[z(t)];
       const int lo = static_cast<int>(static_cast<long long>(num) * t / nt);
       const int hi = static_cast<int>(static_cast<long long>(num) * (t + 1) / nt);
       std::fill_n(sc.acc.data(), acc_count, 0.0f);
       for (int n = lo; n < hi; ++n) {
-        detail::direct_conv::pad_image(p, x + static_cast<std::size_t>(n) * in_image, sc.buf.data());
-        const float* dyn = dy + static_cast<std::size_t>(n) * out_image;
+        detail::direct_conv::pad_image(p, x + z(n) * in_image, sc.buf.data());
+        const float* dyn = dy + z(n) * out_image;
 #if defined(POSEIDON_DIRECT_CONV_X86)
         if (vec) {
           for (int k0 = 0; k0 < kp; k0 += M) {
             const float* planes[M];
             for (int m = 0; m < M; ++m)
-              planes[m] = k0 + m < p.K ? dyn + static_cast<std::size_t>(k0 + m) * p.out_plane() : zeros_.data();
+              planes[m] = k0 + m < p.K ? dyn + z(k0 + m) * p.out_plane() : zeros_.data();
             for (int t0 = 0; t0 < tp; t0 += T)
               detail::direct_conv::filter_block_avx512(
                   p, sc.buf.data(), offsets_.data() + t0, planes,
-                  sc.acc.data() + (static_cast<std::size_t>(k0 / M) * static_cast<std::size_t>(tp / T) +
-                                   static_cast<std::size_t>(t0 / T)) * (M * T * lanes));
+                  sc.acc.data() + (z(k0 / M) * z(tp / T) + z(t0 / T)) * (M * T * lanes));
           }
           continue;
         }
@@ -378,9 +371,8 @@ class DirectConvolution {
       float* part = sc.part.data();
       if (vec) {
         for (std::size_t e = 0; e < sums; ++e) {
-          const std::size_t k = e / static_cast<std::size_t>(taps), tap = e % static_cast<std::size_t>(taps);
-          const float* v = sc.acc.data() +
-                           ((k / M * static_cast<std::size_t>(tp / T) + tap / T) * (M * T) + (k % M) * T + tap % T) * lanes;
+          const std::size_t k = e / z(taps), tap = e % z(taps);
+          const float* v = sc.acc.data() + ((k / M * z(tp / T) + tap / T) * (M * T) + (k % M) * T + tap % T) * lanes;
           float sum = 0.0f;
           for (int l = 0; l < lanes; ++l) sum += v[l];
           part[e] = sum;
@@ -389,14 +381,14 @@ class DirectConvolution {
         std::copy_n(sc.acc.data(), sums, part);
       }
 #pragma omp barrier
-      const std::size_t e0 = sums * static_cast<std::size_t>(t) / static_cast<std::size_t>(nt);
-      const std::size_t e1 = sums * static_cast<std::size_t>(t + 1) / static_cast<std::size_t>(nt);
+      const std::size_t e0 = sums * z(t) / z(nt);
+      const std::size_t e1 = sums * z(t + 1) / z(nt);
       for (std::size_t e = e0; e < e1; ++e) {
         float sum = 0.0f;
-        for (int u = 0; u < nt; ++u) sum += scratch_[static_cast<std::size_t>(u)].part[e];
-        const std::size_t k = e / static_cast<std::size_t>(taps), tap = e % static_cast<std::size_t>(taps);
-        if (tap < static_cast<std::size_t>(p.taps()))
-          dw[k * static_cast<std::size_t>(p.taps()) + tap] += sum;
+        for (int u = 0; u < nt; ++u) sum += scratch_[z(u)].part[e];
+        const std::size_t k = e / z(taps), tap = e % z(taps);
+        if (tap < z(p.taps()))
+          dw[k * z(p.taps()) + tap] += sum;
         else
           db[k] += sum;
       }
@@ -404,6 +396,8 @@ class DirectConvolution {
   }
 
  private:
+  static std::size_t z(int v) { return static_cast<std::size_t>(v); }
+
   struct Scratch {
     std::vector<float> buf;   // the padded image (zero outside the interior, kept so)
     std::vector<float> acc;   // weight-gradient lane sums (vector kernels) or sums (plain loops)
@@ -423,7 +417,7 @@ class DirectConvolution {
   // Per-thread buffers for this plan; the padded image (zero) and the ones after it are laid
   // out anew whenever the layout changes.
   void prepare(const Plan& p, int threads, std::size_t acc, std::size_t part) {
-    if (scratch_.size() < static_cast<std::size_t>(threads)) scratch_.resize(static_cast<std::size_t>(threads));
+    if (scratch_.size() < z(threads)) scratch_.resize(z(threads));
     const bool relayout = p.rows != rows_ || p.stride != stride_ || p.C != channels_;
     rows_ = p.rows;
     stride_ = p.stride;
