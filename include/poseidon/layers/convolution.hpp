@@ -424,13 +424,13 @@ class ConvolutionLayer final : public Layer<D, T> {
   /// them to 16; LeNet's conv2, 20 -> 50, ran its forward 1.45x and its weight gradient ~1.2x
   /// faster that way, but its input gradient slower than by GEMM (backward 8.1 ms against 6.2
   /// with only the input gradient on Winograd, 5.2 with only the weight gradient), while
-  /// CIFAR-10 quick's and AlexNet's layers, all multiples of 16, gained in every pass). direct:
-  /// the output and the weight and bias
-  /// gradients by direct loops over a padded copy of each image (math/direct_conv.hpp; float,
-  /// one group, stride 1, no dilation), the input gradient by GEMM; automatic takes it where the
-  /// CPU has AVX-512, for at most direct_max_channels input channels (column matrices too short
-  /// for BLAS to be fast) and shapes that fill its registers: output widths and channel counts
-  /// that are multiples of 16 and 8. CIFAR-10 quick's conv1 (3 -> 32, 5x5, 32x32) ran its
+  /// CIFAR-10 quick's and AlexNet's layers, all multiples of 16, gained in every pass).
+  /// direct: the output and the weight and bias gradients by direct loops over a padded copy of
+  /// each image (math/direct_conv.hpp; float, one group, stride 1, no dilation), the input
+  /// gradient by GEMM; automatic takes it where the CPU has AVX-512, for at most
+  /// direct_max_channels input channels (column matrices too short for BLAS to be fast) and
+  /// shapes that fill its registers: output widths and channel counts that are multiples of 16
+  /// and 8. CIFAR-10 quick's conv1 (3 -> 32, 5x5, 32x32) ran its
   /// forward 1.52x and its weight and bias gradients ~1.3x faster than by GEMM; LeNet's conv1
   /// (1 -> 20, 24 columns: a quarter of the second register and of the last block idle) came
   /// out even.
@@ -554,7 +554,7 @@ class ConvolutionLayer final : public Layer<D, T> {
       if constexpr (std::is_same_v<D, CPU> && std::is_same_v<T, float>) {
         if (algorithm_ == Algorithm::direct) {
           dconv_.forward(ctx, direct_shape(), this->blobs_[0]->data(),
-                          cp_.bias_term ? this->blobs_[1]->data() : nullptr, x, num_, y);
+                         cp_.bias_term ? this->blobs_[1]->data() : nullptr, x, num_, y);
           continue;
         }
       }
