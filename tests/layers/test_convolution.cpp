@@ -18,6 +18,13 @@ using namespace poseidon::testing;
 
 namespace {
 
+// A named configuration on an input shape, the case list of most tests here.
+struct ConvCase {
+  const char* name;
+  ConvCfg cfg;
+  Shape in;
+};
+
 /// Direct evaluation of the convolution sum, in double, from Caffe's definition.
 template <class T>
 std::vector<double> reference_conv(const Tensor<CPU, T>& x, const Tensor<CPU, T>& w, const T* bias, const ConvCfg& c) {
@@ -105,11 +112,7 @@ TEST_CASE_TEMPLATE("Convolution with groups and dilation by hand", T, float, dou
 }
 
 TEST_CASE_TEMPLATE("Convolution forward matches the definition", T, float, double) {
-  struct Case {
-    const char* name;
-    ConvCfg cfg;
-    Shape in;
-  };
+  using Case = ConvCase;
   const std::vector<Case> cases = {
       {"3x3 plain", {4, 3, 3}, Shape{3, 2, 6, 5}},
       {"pad and stride", {3, 3, 3, 1, 1, 2, 2}, Shape{2, 3, 7, 7}},
@@ -395,11 +398,7 @@ std::vector<std::vector<T>> run_scheme(const ConvCfg& c, const Shape& in, typena
 
 TEST_CASE_TEMPLATE("Convolution threading schemes agree with each other and the definition", T, float, double) {
   using P = typename ConvolutionLayer<CPU, T>::Parallel;
-  struct Case {
-    const char* name;
-    ConvCfg cfg;
-    Shape in;
-  };
+  using Case = ConvCase;
   const std::vector<Case> cases = {
       {"pad 2, 5x5 (CIFAR-10 quick)", {6, 5, 5, 2, 2}, Shape{7, 3, 8, 8}},
       {"stride and rectangular pad", {3, 3, 2, 1, 0, 2, 1}, Shape{5, 2, 7, 6}},
@@ -559,11 +558,7 @@ void check_close(const std::vector<T>& a, const std::vector<T>& b, double tol) {
 
 TEST_CASE_TEMPLATE("Convolution with Winograd agrees with GEMM and the definition", T, float, double) {
   using A = typename ConvolutionLayer<CPU, T>::Algorithm;
-  struct Case {
-    const char* name;
-    ConvCfg cfg;
-    Shape in;
-  };
+  using Case = ConvCase;
   const std::vector<Case> cases = {
       {"5x5 pad 2 (CIFAR-10 quick conv3 in small)", {20, 5, 5, 2, 2}, Shape{3, 17, 8, 8}},
       {"5x5 pad 0, odd size", {3, 5, 5}, Shape{2, 2, 9, 11}},
@@ -605,11 +600,7 @@ TEST_CASE_TEMPLATE("Convolution with Winograd agrees with GEMM and the definitio
 
 TEST_CASE_TEMPLATE("Convolution gradients through Winograd", T, float, double) {
   using A = typename ConvolutionLayer<CPU, T>::Algorithm;
-  struct Case {
-    const char* name;
-    ConvCfg cfg;
-    Shape in;
-  };
+  using Case = ConvCase;
   const std::vector<Case> cases = {
       {"5x5 pad 2", {3, 5, 5, 2, 2}, Shape{2, 2, 6, 5}},
       {"3x3 pad 1, groups 2, no bias", {4, 3, 3, 1, 1, 1, 1, 1, 1, 2, false}, Shape{2, 4, 5, 6}},
@@ -648,11 +639,7 @@ TEST_CASE("Convolution through Winograd adds its weight gradient to what is ther
 }
 
 TEST_CASE("Convolution by the direct loops agrees with GEMM: output and every gradient") {
-  struct Case {
-    const char* name;
-    ConvCfg cfg;
-    Shape in;
-  };
+  using Case = ConvCase;
   const std::vector<Case> cases = {
       {"CIFAR-10 quick conv1 (3 -> 32, 5x5 pad 2)", {32, 5, 5, 2, 2}, Shape{3, 3, 32, 32}},
       {"LeNet conv1 (1 -> 20, 5x5)", {20, 5, 5}, Shape{2, 1, 28, 28}},

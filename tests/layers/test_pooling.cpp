@@ -14,6 +14,15 @@
 using namespace poseidon;
 using namespace poseidon::testing;
 
+namespace {
+// A named pooling_param on an input shape, the case list of most tests here.
+struct PoolCase {
+  const char* name;
+  Message msg;
+  Shape in;
+};
+}  // namespace
+
 TEST_CASE_TEMPLATE("Pooling MAX forward by hand, with the mask top", T, float, double) {
   // Caffe's test input: a 3x5 plane, 2x2 windows, stride 1 -> 2x4.
   auto x = tensor_of<T>({1, 2, 3, 5}, {1, 2, 5, 2, 3, 9, 4, 1, 4, 8, 1, 2, 5, 2, 3,    // channel 0
@@ -133,11 +142,7 @@ TEST_CASE_TEMPLATE("Pooling global", T, float, double) {
 }
 
 TEST_CASE_TEMPLATE("Pooling gradients", T, float, double) {
-  struct Case {
-    const char* name;
-    Message msg;
-    Shape in;
-  };
+  using Case = PoolCase;
   Message global_max, global_ave;
   global_max.set_enum("pool", "MAX").set("global_pooling", true);
   global_ave.set_enum("pool", "AVE").set("global_pooling", true);
@@ -174,11 +179,7 @@ TEST_CASE_TEMPLATE("Pooling MAX matches the definition, ties included", T, float
   // Caffe's definition: scan the window (clipped to the image) in row-major order; a tap replaces
   // the maximum only when strictly greater, so ties go to the first. Values from {0..3} make ties
   // common. Exactly tiled cases (kernel == stride, no pad) take their own loops.
-  struct Case {
-    const char* name;
-    Message msg;
-    Shape in;
-  };
+  using Case = PoolCase;
   const std::vector<Case> cases = {
       {"2x2 s2, tiled (LeNet)", pool_msg("MAX", 2, 2), Shape{3, 4, 8, 6}},
       {"3x3 s3, tiled", pool_msg("MAX", 3, 3), Shape{2, 3, 9, 6}},
@@ -232,11 +233,7 @@ TEST_CASE("Pooling MAX at column stride 2: the AVX-512 path gives the portable l
     MESSAGE("this CPU has no AVX-512: the vector path is not checked");
     return;
   }
-  struct Case {
-    const char* name;
-    Message msg;
-    Shape in;
-  };
+  using Case = PoolCase;
   const std::vector<Case> cases = {
       {"3x3 s2, 32x32 (CIFAR-10 quick pool1)", pool_msg("MAX", 3, 2), Shape{2, 3, 32, 32}},
       {"3x3 s2, 55x55 (AlexNet pool1)", pool_msg("MAX", 3, 2), Shape{1, 3, 55, 55}},
@@ -290,11 +287,7 @@ TEST_CASE("Pooling AVE at column stride 2: the AVX-512 path gives the portable l
     MESSAGE("this CPU has no AVX-512: the vector path is not checked");
     return;
   }
-  struct Case {
-    const char* name;
-    Message msg;
-    Shape in;
-  };
+  using Case = PoolCase;
   const std::vector<Case> cases = {
       {"3x3 s2, 16x16 (CIFAR-10 quick pool2)", pool_msg("AVE", 3, 2), Shape{2, 3, 16, 16}},
       {"3x3 s2, 8x8 (CIFAR-10 quick pool3)", pool_msg("AVE", 3, 2), Shape{2, 4, 8, 8}},

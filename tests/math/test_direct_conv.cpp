@@ -2,28 +2,22 @@
 #include <poseidon/core/context.hpp>
 #include <poseidon/math/direct_conv.hpp>
 
+#include "support/random_values.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <limits>
-#include <random>
 #include <string>
 #include <vector>
 
 using namespace poseidon;
+using poseidon::testing::random_values;
 using math::DirectConvolution;
 using math::DirectConvShape;
 namespace dc = math::detail::direct_conv;
 
 namespace {
-
-std::vector<float> random_values(std::size_t n, unsigned seed) {
-  std::mt19937 gen(seed);
-  std::uniform_real_distribution<double> u(-1.0, 1.0);
-  std::vector<float> v(n);
-  for (auto& x : v) x = static_cast<float>(u(gen));
-  return v;
-}
 
 std::size_t out_count(const DirectConvShape& s, int num) {
   return static_cast<std::size_t>(num) * static_cast<std::size_t>(s.outputs) * static_cast<std::size_t>(s.out_h()) *
@@ -90,29 +84,23 @@ void check_close(const std::vector<float>& got, const std::vector<double>& want,
 }
 
 struct Case {
-  int C, K, H, W, KH, KW, ph, pw, num;
+  DirectConvShape s;
+  int num;
 };
 
 void run_case(const Case& c, int threads, bool vector) {
-  DirectConvShape s;
-  s.channels = c.C;
-  s.outputs = c.K;
-  s.height = c.H;
-  s.width = c.W;
-  s.kernel_h = c.KH;
-  s.kernel_w = c.KW;
-  s.pad_h = c.ph;
-  s.pad_w = c.pw;
-  const std::size_t xs = static_cast<std::size_t>(c.num) * c.C * c.H * c.W;
-  const std::size_t ws = static_cast<std::size_t>(c.K) * c.C * c.KH * c.KW;
-  const auto x = random_values(xs, 1), w = random_values(ws, 2), bias = random_values(static_cast<std::size_t>(c.K), 3),
-             dy = random_values(out_count(s, c.num), 4);
+  const DirectConvShape& s = c.s;
+  const std::size_t xs = static_cast<std::size_t>(c.num) * s.channels * s.height * s.width;
+  const std::size_t ws = static_cast<std::size_t>(s.outputs) * s.channels * s.kernel_h * s.kernel_w;
+  const auto x = random_values<float>(xs, 1), w = random_values<float>(ws, 2),
+             bias = random_values<float>(static_cast<std::size_t>(s.outputs), 3),
+             dy = random_values<float>(out_count(s, c.num), 4);
   const Reference ref = reference(s, c.num, x, w, bias, dy);
-  const std::string what = "C " + std::to_string(c.C) + " K " + std::to_string(c.K) + " " + std::to_string(c.H) + "x" +
-                           std::to_string(c.W) + " kernel " + std::to_string(c.KH) + "x" + std::to_string(c.KW) +
-                           " pad " + std::to_string(c.ph) + "x" + std::to_string(c.pw) + " num " +
-                           std::to_string(c.num) + " threads " + std::to_string(threads) +
-                           (vector ? " vector" : " plain");
+  const std::string what = "C " + std::to_string(s.channels) + " K " + std::to_string(s.outputs) + " " +
+                           std::to_string(s.height) + "x" + std::to_string(s.width) + " kernel " +
+                           std::to_string(s.kernel_h) + "x" + std::to_string(s.kernel_w) + " pad " +
+                           std::to_string(s.pad_h) + "x" + std::to_string(s.pad_w) + " num " + std::to_string(c.num) +
+                           " threads " + std::to_string(threads) + (vector ? " vector" : " plain");
   dc::vector_kernels_allowed() = vector;
   DeviceContext<CPU> ctx(threads);
   DirectConvolution conv;
@@ -120,7 +108,7 @@ void run_case(const Case& c, int threads, bool vector) {
   conv.forward(ctx, s, w.data(), bias.data(), x.data(), c.num, y.data());
   check_close(y, ref.y, ref.y_mag, "forward: " + what);
   // The gradients are added to what is there (iter_size): start from 1 and 2.
-  std::vector<float> dw(ws, 1.0f), db(static_cast<std::size_t>(c.K), 2.0f);
+  std::vector<float> dw(ws, 1.0f), db(static_cast<std::size_t>(s.outputs), 2.0f);
   conv.backward_filter(ctx, s, x.data(), dy.data(), c.num, dw.data(), db.data());
   std::vector<double> dw_want = ref.dw, db_want = ref.db;
   for (auto& v : dw_want) v += 1.0;
@@ -139,15 +127,15 @@ void run_case(const Case& c, int threads, bool vector) {
 }
 
 const std::vector<Case> cases = {
-    {3, 32, 32, 32, 5, 5, 2, 2, 2},  // CIFAR-10 quick's conv1
-    {1, 20, 28, 28, 5, 5, 0, 0, 2},  // LeNet's conv1: 24 columns, 20 channels (block padding)
-    {3, 7, 9, 13, 3, 3, 1, 1, 3},    // ragged: 7 channels, 13 columns
-    {2, 9, 5, 40, 3, 5, 0, 2, 1},    // non-square kernel, 40 columns (two registers and a half)
-    {4, 16, 6, 17, 1, 1, 0, 0, 2},   // 1x1
-    {1, 3, 4, 4, 4, 4, 3, 3, 1},     // kernel as large as the image, pad kernel - 1
-    {2, 5, 11, 11, 7, 7, 3, 3, 2},   // 7x7, 49 x 2 taps
-    {3, 8, 3, 1, 3, 1, 1, 0, 2},     // one column
-    {2, 12, 4, 31, 3, 3, 1, 1, 2},   // 31 columns: the last register one lane short
+    {{3, 32, 32, 32, 5, 5, 2, 2}, 2},  // CIFAR-10 quick's conv1
+    {{1, 20, 28, 28, 5, 5, 0, 0}, 2},  // LeNet's conv1: 24 columns, 20 channels (block padding)
+    {{3, 7, 9, 13, 3, 3, 1, 1}, 3},    // ragged: 7 channels, 13 columns
+    {{2, 9, 5, 40, 3, 5, 0, 2}, 1},    // non-square kernel, 40 columns (two registers and a half)
+    {{4, 16, 6, 17, 1, 1, 0, 0}, 2},   // 1x1
+    {{1, 3, 4, 4, 4, 4, 3, 3}, 1},     // kernel as large as the image, pad kernel - 1
+    {{2, 5, 11, 11, 7, 7, 3, 3}, 2},   // 7x7, 49 x 2 taps
+    {{3, 8, 3, 1, 3, 1, 1, 0}, 2},     // one column
+    {{2, 12, 4, 31, 3, 3, 1, 1}, 2},   // 31 columns: the last register one lane short
 };
 
 }  // namespace
@@ -166,8 +154,8 @@ TEST_CASE("Direct convolution matches the definition: output, weight and bias gr
 TEST_CASE("Direct convolution's weight gradient is the same bits on every run for a thread count") {
   DirectConvShape s{3, 32, 16, 16, 5, 5, 2, 2};
   const int num = 5;
-  const auto x = random_values(static_cast<std::size_t>(num) * 3 * 16 * 16, 5);
-  const auto dy = random_values(out_count(s, num), 6);
+  const auto x = random_values<float>(static_cast<std::size_t>(num) * 3 * 16 * 16, 5);
+  const auto dy = random_values<float>(out_count(s, num), 6);
   for (const int threads : {1, 2}) {
     DeviceContext<CPU> ctx(threads);
     DirectConvolution a, b;
@@ -184,9 +172,9 @@ TEST_CASE("Direct convolution: a NaN reaches only the gradients of the taps that
   // partial and its lanes past the row would read the image's last two columns for tap kx = 0.
   DirectConvShape s{1, 4, 6, 12, 3, 3, 0, 0};
   const int num = 1;
-  auto x = random_values(6 * 12, 7);
+  auto x = random_values<float>(6 * 12, 7);
   x[2 * 12 + 11] = std::numeric_limits<float>::quiet_NaN();  // row 2, last column
-  const auto dy = random_values(out_count(s, num), 8);
+  const auto dy = random_values<float>(out_count(s, num), 8);
   for (const bool vector : {true, false}) {
     if (vector && !dc::cpu_has_avx512()) continue;
     dc::vector_kernels_allowed() = vector;

@@ -2,31 +2,24 @@
 #include <poseidon/core/context.hpp>
 #include <poseidon/math/winograd.hpp>
 
+#include "support/random_values.hpp"
+
 #include <omp.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
-#include <random>
 #include <string>
 #include <type_traits>
 #include <vector>
 
 using namespace poseidon;
+using poseidon::testing::random_values;
 using math::WinogradConvolution;
 using math::WinogradShape;
 namespace wd = math::detail::winograd;
 
 namespace {
-
-template <class T>
-std::vector<T> random_values(std::size_t n, unsigned seed) {
-  std::mt19937 gen(seed);
-  std::uniform_real_distribution<double> u(-1.0, 1.0);
-  std::vector<T> v(n);
-  for (auto& x : v) x = static_cast<T>(u(gen));
-  return v;
-}
 
 /// The convolution by its definition, in double, and the sum of the magnitudes of its terms (the
 /// scale against which rounding is judged).
