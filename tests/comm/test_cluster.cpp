@@ -32,6 +32,7 @@ TEST_CASE("nothing set: a world of one") {
   CHECK(c.deadlines.rendezvous == std::chrono::seconds(120));
   CHECK(c.deadlines.message == std::chrono::seconds(60));
   CHECK(c.job_token.empty());
+  CHECK_FALSE(c.payload_checksum.has_value());
 }
 
 TEST_CASE("POSEIDON_* variables") {
@@ -42,7 +43,8 @@ TEST_CASE("POSEIDON_* variables") {
                        {"POSEIDON_IFACE", "ib0"},
                        {"POSEIDON_JOB_TOKEN", "s3cret"},
                        {"POSEIDON_RENDEZVOUS_TIMEOUT", "2.5"},
-                       {"POSEIDON_MESSAGE_TIMEOUT", "3"}});
+                       {"POSEIDON_MESSAGE_TIMEOUT", "3"},
+                       {"POSEIDON_PAYLOAD_CHECKSUM", "on"}});
   CHECK(c.rank == 2);
   CHECK(c.size() == 4);
   CHECK(c.master_host == "10.0.0.7");
@@ -52,7 +54,11 @@ TEST_CASE("POSEIDON_* variables") {
   CHECK(c.job_token == "s3cret");
   CHECK(c.deadlines.rendezvous == std::chrono::milliseconds(2500));
   CHECK(c.deadlines.message == std::chrono::seconds(3));
+  CHECK(c.payload_checksum == true);
   CHECK(c.source == "POSEIDON_*");
+  for (const char* on : {"1", "on", "true", "yes"}) CHECK(from({{"POSEIDON_PAYLOAD_CHECKSUM", on}}).payload_checksum == true);
+  for (const char* off : {"0", "off", "false", "no"})
+    CHECK(from({{"POSEIDON_PAYLOAD_CHECKSUM", off}}).payload_checksum == false);
 }
 
 TEST_CASE("torchrun, mpirun and srun conventions") {
@@ -99,4 +105,6 @@ TEST_CASE("bad environments fail with the variable's name") {
   CHECK(error_of({{"POSEIDON_MASTER", "nohost"}}).find("must be host:port") != std::string::npos);
   CHECK(error_of({{"POSEIDON_MASTER", "h:70000"}}).find("POSEIDON_MASTER=70000") != std::string::npos);
   CHECK(error_of({{"POSEIDON_MESSAGE_TIMEOUT", "-1"}}).find("positive number of seconds") != std::string::npos);
+  CHECK(error_of({{"POSEIDON_PAYLOAD_CHECKSUM", "maybe"}}).find("POSEIDON_PAYLOAD_CHECKSUM=\"maybe\" is not one of") !=
+        std::string::npos);
 }

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <functional>
 #include <numeric>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -28,8 +29,10 @@ pd::Cluster cluster(int rank, int size, std::uint16_t port) {
 }
 
 // Runs fn on `n` threads, each with its own FabricTransport; returns each rank's error text.
+// `payload_checksum` stands for POSEIDON_PAYLOAD_CHECKSUM (Cluster::payload_checksum).
 std::vector<std::string> run_ranks(int n, const std::function<void(pd::FabricTransport&)>& fn,
-                                   pd::FabricOptions opts = {}, pd::Deadlines d = {10'000ms, 10'000ms}) {
+                                   pd::FabricOptions opts = {}, pd::Deadlines d = {10'000ms, 10'000ms},
+                                   std::optional<bool> payload_checksum = std::nullopt) {
   const auto port = pd::detail::pick_free_port();
   std::vector<std::string> errors(static_cast<std::size_t>(n));
   std::vector<std::thread> threads;
@@ -38,6 +41,7 @@ std::vector<std::string> run_ranks(int n, const std::function<void(pd::FabricTra
       try {
         auto c = cluster(r, n, port);
         c.deadlines = d;
+        c.payload_checksum = payload_checksum;
         pd::FabricTransport t(c, opts);
         fn(t);
       } catch (const std::exception& e) {
@@ -139,6 +143,7 @@ TEST_CASE("fabric: messages larger than a chunk are split and reassembled in pla
 
 TEST_CASE("fabric: checksummed messages travel in pieces, each verified as it lands") {
   pd::FabricOptions opts;
+  opts.checksum_payload = true;
   opts.checksum_piece_bytes = 16 * 1024;
   // Around piece boundaries, the same tag back to back, receive buffers larger than the message,
   // and unchecksummed messages (plain chunks) interleaved with pieced ones on one tag.
@@ -187,18 +192,21 @@ TEST_CASE("fabric: a payload changed after its checksum was taken is rejected, n
     std::size_t piece;  // 0: one CRC over the whole payload
     std::size_t at;     // the byte changed after isend
     const char* names;  // what the error must name
+    bool from_cluster;  // turned on by Cluster::payload_checksum (POSEIDON_PAYLOAD_CHECKSUM), not the options
   };
-  for (const Case c : {Case{2 << 20, 3'000'000, "(piece 1 of 4)"}, Case{2 << 20, 10, "(piece 0 of 4)"},
-                       Case{0, 6'000'000, ""}}) {
+  for (const Case c : {Case{2 << 20, 3'000'000, "(piece 1 of 4)", false}, Case{2 << 20, 10, "(piece 0 of 4)", false},
+                       Case{0, 6'000'000, "", false}, Case{2 << 20, 2'500'000, "(piece 1 of 4)", true}}) {
     CAPTURE(c.piece);
     CAPTURE(c.at);
     pd::FabricOptions opts;
     opts.checksum_piece_bytes = c.piece;
+    if (!c.from_cluster) opts.checksum_payload = true;
     const std::size_t n = 8'000'000;  // 4 pieces of 2 MiB
     std::string rejected;
     auto errors = run_ranks(
         2,
         [&](pd::FabricTransport& t) {
+          CHECK(t.checksum_payload());
           std::byte go{1};
           const auto next = pattern(n, 10);
           if (t.rank() == 0) {
@@ -226,12 +234,64 @@ TEST_CASE("fabric: a payload changed after its checksum was taken is rejected, n
             CHECK(buf2 == next);
           }
         },
-        opts);
+        opts, {10'000ms, 10'000ms}, c.from_cluster ? std::optional<bool>(true) : std::nullopt);
     require_clean(errors);
     CHECK(rejected.find("rank 1: receive from rank 0 (tag 7) failed: rejected a frame from rank 0 (tag 7): payload "
                         "checksum mismatch") != std::string::npos);
     CHECK(rejected.find(c.names) != std::string::npos);
   }
+}
+
+// Payload checksums are off unless asked for (the header is always checked): the same change
+// as above then arrives as changed bytes instead of failing the receive. The options win over
+// POSEIDON_PAYLOAD_CHECKSUM, which wins over the default.
+TEST_CASE("fabric: payloads carry no checksum unless the options or POSEIDON_PAYLOAD_CHECKSUM ask for one") {
+  struct Case {
+    std::optional<bool> option, env;
+    bool on;
+  };
+  for (const Case c : {Case{std::nullopt, std::nullopt, false}, Case{std::nullopt, false, false},
+                       Case{std::nullopt, true, true}, Case{false, true, false}, Case{true, false, true}}) {
+    CAPTURE(c.option.value_or(-1));
+    CAPTURE(c.env.value_or(-1));
+    auto cl = cluster(0, 1, 1);
+    cl.payload_checksum = c.env;
+    pd::FabricOptions opts;
+    opts.checksum_payload = c.option;
+    pd::FabricTransport t(cl, opts);
+    CHECK(t.checksum_payload() == c.on);
+    t.set_checksum_payload(!c.on);
+    CHECK(t.checksum_payload() == !c.on);
+  }
+
+  const std::size_t n = 8'000'000;
+  const std::size_t at = 5'000'000;
+  pd::FabricOptions opts;
+  opts.checksum_piece_bytes = 2 << 20;
+  require_clean(run_ranks(
+      2,
+      [&](pd::FabricTransport& t) {
+        CHECK_FALSE(t.checksum_payload());
+        std::byte go{1};
+        if (t.rank() == 0) {
+          auto data = pattern(n, 9);
+          auto s = t.isend(1, 7, data);
+          data[at] ^= std::byte{0x04};
+          auto g = t.isend(1, 8, std::span(&go, 1));
+          t.wait(g);
+          t.wait(s);
+        } else {
+          auto g = t.irecv(0, 8, std::span(&go, 1));
+          t.wait(g);
+          std::vector<std::byte> buf(n);
+          auto r = t.irecv(0, 7, buf);
+          CHECK(t.wait(r) == n);
+          auto want = pattern(n, 9);
+          want[at] ^= std::byte{0x04};
+          CHECK(buf == want);
+        }
+      },
+      opts));
 }
 
 // Pieces beyond the first two are checksummed and posted as earlier ones complete, at most a few
@@ -283,6 +343,7 @@ TEST_CASE("fabric: several threads waiting on one transport, and a thread that o
   constexpr int threads = 4;
   constexpr std::size_t n = 600'000;  // pieced (4 MiB pieces are the default: use smaller ones)
   pd::FabricOptions opts;
+  opts.checksum_payload = true;
   opts.checksum_piece_bytes = 128 * 1024;
   require_clean(run_ranks(
       2,

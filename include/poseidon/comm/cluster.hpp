@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -28,6 +29,9 @@ struct Cluster {
   std::string address;           // or an explicit local address (POSEIDON_ADDRESS)
   std::string job_token;         // shared secret; empty: an unauthenticated job
   Deadlines deadlines;
+  /// POSEIDON_PAYLOAD_CHECKSUM: whether this rank's sends carry a CRC-32C of their payload;
+  /// unset leaves it to the transport's options (off unless they say otherwise).
+  std::optional<bool> payload_checksum;
   std::string source = "default";  // which convention supplied rank and size
 
   [[nodiscard]] int size() const noexcept { return world_size; }
@@ -38,7 +42,8 @@ struct Cluster {
   /// torchrun's RANK/WORLD_SIZE (+ MASTER_ADDR/MASTER_PORT); mpirun's OMPI_COMM_WORLD_RANK/SIZE
   /// or PMI_RANK/PMI_SIZE; srun's SLURM_PROCID/SLURM_NTASKS. Nothing set: a world of one.
   /// Also POSEIDON_PROVIDER, POSEIDON_IFACE, POSEIDON_ADDRESS, POSEIDON_JOB_TOKEN and the
-  /// deadlines POSEIDON_RENDEZVOUS_TIMEOUT / POSEIDON_MESSAGE_TIMEOUT (seconds, may be fractional).
+  /// deadlines POSEIDON_RENDEZVOUS_TIMEOUT / POSEIDON_MESSAGE_TIMEOUT (seconds, may be fractional)
+  /// and POSEIDON_PAYLOAD_CHECKSUM (1/0, on/off, true/false, yes/no).
   static Cluster from_env() {
     return from_env([](const char* name) -> const char* { return std::getenv(name); });
   }
@@ -64,6 +69,14 @@ inline std::chrono::milliseconds parse_env_seconds(const char* name, std::string
   POSEIDON_CHECK(ec == std::errc{} && p == end && !v.empty() && s > 0 && s < 1e7, "environment variable ", name,
                  "=\"", v, "\" is not a positive number of seconds");
   return std::chrono::milliseconds(static_cast<long long>(s * 1000.0 + 0.5));
+}
+
+inline bool parse_env_bool(const char* name, std::string_view v) {
+  for (std::string_view t : {"1", "on", "true", "yes"})
+    if (v == t) return true;
+  for (std::string_view f : {"0", "off", "false", "no"})
+    if (v == f) return false;
+  detail::raise("environment variable ", name, "=\"", v, "\" is not one of 1/0, on/off, true/false, yes/no");
 }
 
 /// Splits "host:port" (the host may be a name, an IPv4 address or [IPv6]).
@@ -139,6 +152,8 @@ inline Cluster Cluster::from_env(const Getenv& getenv) {
     c.deadlines.rendezvous = detail::parse_env_seconds("POSEIDON_RENDEZVOUS_TIMEOUT", v);
   if (const char* v = get("POSEIDON_MESSAGE_TIMEOUT"))
     c.deadlines.message = detail::parse_env_seconds("POSEIDON_MESSAGE_TIMEOUT", v);
+  if (const char* v = get("POSEIDON_PAYLOAD_CHECKSUM"))
+    c.payload_checksum = detail::parse_env_bool("POSEIDON_PAYLOAD_CHECKSUM", v);
   return c;
 }
 

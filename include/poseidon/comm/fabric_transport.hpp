@@ -59,9 +59,15 @@ struct FabricOptions {
   /// The largest single fabric message; bigger transfers go as several, reassembled in place.
   /// Every rank must use the same value.
   std::size_t chunk_bytes = std::size_t{1} << 30;
-  /// CRC-32C over every payload (the header is always checked). Off trusts the provider's own
-  /// integrity (TCP checksums, the InfiniBand ICRC) for payloads and saves a pass over the data.
-  bool checksum_payload = true;
+  /// CRC-32C over every payload of this rank's sends (the 40-byte header is always checked;
+  /// receivers follow each frame's flag). Unset: Cluster::payload_checksum
+  /// (POSEIDON_PAYLOAD_CHECKSUM) decides, and off when that is unset too. Off leaves payloads to
+  /// the provider's own integrity checks (TCP's checksum and Ethernet's CRC, the InfiniBand ICRC),
+  /// as NCCL, Gloo and MPI do; on adds a check from the sender's memory to the receiver's at the
+  /// cost of one more pass over every byte on each side: 12-25% of what loopback TCP spends per
+  /// byte here (docs/transport.md). Turn it on where silent corruption between the wire checks
+  /// and memory is a concern (a long job on hardware you do not trust).
+  std::optional<bool> checksum_payload;
   /// With the checksum on, a longer message travels in pieces of this many bytes (at most
   /// chunk_bytes), each with its own CRC: the sender checksums a piece while the one before it
   /// is on the wire, and the receiver verifies each piece as it lands instead of a pass over the
@@ -234,7 +240,11 @@ class FabricTransport {
   };
 
   explicit FabricTransport(const Cluster& cluster, FabricOptions options = {})
-      : cluster_(cluster), options_(options), rank_(cluster.rank), size_(cluster.world_size) {
+      : cluster_(cluster),
+        options_(options),
+        checksum_payload_(options.checksum_payload.value_or(cluster.payload_checksum.value_or(false))),
+        rank_(cluster.rank),
+        size_(cluster.world_size) {
     POSEIDON_CHECK(size_ >= 1 && size_ <= (1 << detail::fabric_rank_bits), "rank ", rank_, ": world size ", size_,
                    " is outside [1, ", 1 << detail::fabric_rank_bits, "]");
     POSEIDON_CHECK(options_.chunk_bytes >= 1, "rank ", rank_, ": FabricOptions::chunk_bytes must be positive");
@@ -288,7 +298,9 @@ class FabricTransport {
 
   /// Turns the payload checksum of later sends on or off (receivers follow each frame's flag).
   /// Not to be called concurrently with isend.
-  void set_checksum_payload(bool on) noexcept { options_.checksum_payload = on; }
+  void set_checksum_payload(bool on) noexcept { checksum_payload_ = on; }
+  /// Whether later sends carry a payload checksum (see FabricOptions::checksum_payload).
+  [[nodiscard]] bool checksum_payload() const noexcept { return checksum_payload_; }
 
   Request isend(int peer, Tag tag, std::span<const std::byte> data) {
     detail::check_peer_and_tag(rank_, size_, peer, tag, true);
@@ -302,11 +314,11 @@ class FabricTransport {
     op->bytes = data.size();
     const std::size_t piece = std::min({options_.checksum_piece_bytes, options_.chunk_bytes,
                                         std::size_t{std::numeric_limits<std::uint32_t>::max()}});
-    if (options_.checksum_payload && piece >= FrameHeader::min_piece && data.size() > piece) {
+    if (checksum_payload_ && piece >= FrameHeader::min_piece && data.size() > piece) {
       send_pieces(op, data, piece);
       return Request(std::move(op));
     }
-    encode_header(make_header(FrameKind::data, static_cast<std::uint32_t>(rank_), tag, data, options_.checksum_payload),
+    encode_header(make_header(FrameKind::data, static_cast<std::uint32_t>(rank_), tag, data, checksum_payload_),
                   op->header);
     const std::size_t chunk = options_.chunk_bytes;
     op->head.set(op.get(), 0, std::min(chunk, data.size()), true);
@@ -993,6 +1005,7 @@ class FabricTransport {
 
   Cluster cluster_;
   FabricOptions options_;
+  bool checksum_payload_;
   int rank_;
   int size_;
   std::string provider_name_;
