@@ -1,5 +1,6 @@
 // Cluster: who this process is in the job (rank, world size, rendezvous address, provider,
-// deadlines, job token), read from the environment that poseidon-run, torchrun, mpirun or srun set.
+// deadlines, job token, payload checksums), read from the environment that poseidon-run,
+// torchrun, mpirun or srun set.
 #pragma once
 
 #include <poseidon/comm/transport.hpp>

@@ -64,9 +64,10 @@ struct FabricOptions {
   /// (POSEIDON_PAYLOAD_CHECKSUM) decides, and off when that is unset too. Off leaves payloads to
   /// the provider's own integrity checks (TCP's checksum and Ethernet's CRC, the InfiniBand ICRC),
   /// as NCCL, Gloo and MPI do; on adds a check from the sender's memory to the receiver's at the
-  /// cost of one more pass over every byte on each side: 12-25% of what loopback TCP spends per
-  /// byte here (docs/transport.md). Turn it on where silent corruption between the wire checks
-  /// and memory is a concern (a long job on hardware you do not trust).
+  /// cost of one more pass over every byte on each side and, above checksum_piece_bytes, more
+  /// fabric messages: 8-30% more CPU per byte on loopback here (docs/transport.md). Turn it on
+  /// where silent corruption between the wire checks and memory is a concern (a long job on
+  /// hardware you do not trust).
   std::optional<bool> checksum_payload;
   /// With the checksum on, a longer message travels in pieces of this many bytes (at most
   /// chunk_bytes), each with its own CRC: the sender checksums a piece while the one before it
