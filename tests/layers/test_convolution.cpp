@@ -554,6 +554,29 @@ void check_close(const std::vector<T>& a, const std::vector<T>& b, double tol) {
   for (std::size_t i = 0; i < a.size(); ++i) CHECK(std::abs(double(a[i]) - double(b[i])) <= tol * scale);
 }
 
+// Two backward passes over one forward pass: every parameter gradient must come out twice the
+// first pass's (iter_size > 1 and shared parameters rely on parameter gradients accumulating, as
+// Caffe's do).
+void check_parameter_gradients_accumulate(ConvolutionLayer<CPU, float>& conv, Tensor<CPU, float>& x,
+                                          bool propagate_down) {
+  Ctx ctx;
+  Tensor<CPU, float> y;
+  conv.setup(ctx, {&x}, {&y});
+  conv.forward(ctx, {&x}, {&y});
+  y.copy_diff_from_host(random_tensor<float>(y.shape(), -1, 1, 4).data_span());
+  for (auto& b : conv.blobs()) b->zero_diff();
+  conv.backward(ctx, {&y}, {propagate_down}, {&x});
+  std::vector<std::vector<float>> once;
+  for (auto& b : conv.blobs()) once.push_back(b->diff_to_host());
+  conv.backward(ctx, {&y}, {propagate_down}, {&x});
+  for (std::size_t k = 0; k < once.size(); ++k) {
+    CAPTURE(k);
+    std::vector<float> doubled(once[k].size());
+    for (std::size_t i = 0; i < doubled.size(); ++i) doubled[i] = 2 * once[k][i];
+    check_close(conv.blobs()[k]->diff_to_host(), doubled, 1e-6);
+  }
+}
+
 }  // namespace
 
 TEST_CASE_TEMPLATE("Convolution with Winograd agrees with GEMM and the definition", T, float, double) {
@@ -616,26 +639,13 @@ TEST_CASE_TEMPLATE("Convolution gradients through Winograd", T, float, double) {
   }
 }
 
-TEST_CASE("Convolution through Winograd adds its weight gradient to what is there, as Caffe does") {
-  // iter_size > 1 and shared parameters rely on parameter gradients accumulating.
+TEST_CASE("Convolution through Winograd adds its parameter gradients to what is there, as Caffe does") {
   using A = ConvolutionLayer<CPU, float>::Algorithm;
-  Ctx ctx;
   auto x = random_tensor<float>({2, 16, 9, 9}, -1, 1, 3);
-  Tensor<CPU, float> y;
   ConvolutionLayer<CPU, float> conv(conv_param(ConvCfg{16, 3, 3, 1, 1}));
   conv.set_algorithm(A::winograd);
-  conv.setup(ctx, {&x}, {&y});
-  conv.forward(ctx, {&x}, {&y});
-  y.copy_diff_from_host(random_tensor<float>(y.shape(), -1, 1, 4).data_span());
-  for (auto& b : conv.blobs()) b->zero_diff();
-  conv.backward(ctx, {&y}, {true}, {&x});
-  const auto once = conv.blobs()[0]->diff_to_host();
-  conv.backward(ctx, {&y}, {true}, {&x});
+  check_parameter_gradients_accumulate(conv, x, true);
   CHECK(conv.algorithm() == A::winograd);
-  const auto twice = conv.blobs()[0]->diff_to_host();
-  std::vector<float> doubled(once.size());
-  for (std::size_t i = 0; i < once.size(); ++i) doubled[i] = 2 * once[i];
-  check_close(twice, doubled, 1e-6);
 }
 
 TEST_CASE("Convolution by the direct loops agrees with GEMM: output and every gradient") {
@@ -673,25 +683,11 @@ TEST_CASE("Convolution gradients through the direct loops") {
 }
 
 TEST_CASE("Convolution through the direct loops adds its parameter gradients to what is there") {
-  Ctx ctx;
   auto x = random_tensor<float>({2, 3, 16, 16}, -1, 1, 3);
-  Tensor<CPU, float> y;
   ConvolutionLayer<CPU, float> conv(conv_param(ConvCfg{8, 5, 5, 2, 2}));
   conv.set_algorithm(Algo::direct);
-  conv.setup(ctx, {&x}, {&y});
-  conv.forward(ctx, {&x}, {&y});
-  y.copy_diff_from_host(random_tensor<float>(y.shape(), -1, 1, 4).data_span());
-  for (auto& b : conv.blobs()) b->zero_diff();
-  conv.backward(ctx, {&y}, {false}, {&x});
-  const auto once_w = conv.blobs()[0]->diff_to_host(), once_b = conv.blobs()[1]->diff_to_host();
-  conv.backward(ctx, {&y}, {false}, {&x});
+  check_parameter_gradients_accumulate(conv, x, false);
   CHECK(conv.weight_gradient_algorithm() == Algo::direct);
-  const auto twice_w = conv.blobs()[0]->diff_to_host(), twice_b = conv.blobs()[1]->diff_to_host();
-  std::vector<float> dw(once_w.size()), db(once_b.size());
-  for (std::size_t i = 0; i < dw.size(); ++i) dw[i] = 2 * once_w[i];
-  for (std::size_t i = 0; i < db.size(); ++i) db[i] = 2 * once_b[i];
-  check_close(twice_w, dw, 1e-6);
-  check_close(twice_b, db, 1e-6);
 }
 
 TEST_CASE("Convolution chooses Winograd where it applies and pays") {
